@@ -1,0 +1,74 @@
+"""The Python entry points: load a model by name or folder, and generate with named policies.
+
+    >>> import dynamic_dllm as dd
+    >>> lm = dd.load_model()                    # the embedded default model
+    >>> out = dd.generate(lm, "2+2=", cache="none", unmask="low-confidence", gen_length=64, steps=64)
+    >>> out.text, out.stats.nfe
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import torch
+
+from .core.engine import denoise
+from .core.registry import get_registry
+from .core.types import GenerationConfig, GenerationResult
+from .models.checkpoint import LoadedModel, load_checkpoint
+
+#: Model used when none is named. Until the trained tiny model lands this is a random LLaDA.
+DEFAULT_MODEL = "random-llada"
+
+
+def load_model(name_or_path: Optional[str] = None, dtype: str = "float32", device: str = "cpu") -> LoadedModel:
+    """A checkpoint folder (HF layout) or a registered name (``dynamic-dllm policies`` lists none;
+    ``dynamic-dllm plugins`` shows who provides names)."""
+    name_or_path = name_or_path or DEFAULT_MODEL
+    config = GenerationConfig(dtype=dtype, device=device)
+    path = Path(name_or_path)
+    if not path.is_dir():
+        path = Path(get_registry().checkpoint(str(name_or_path)).obj())
+    return load_checkpoint(path, dtype=config.torch_dtype, device=device)
+
+
+def encode_prompts(tokenizer, prompts: Union[str, Sequence[str]], chat: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded ``(input_ids, attention_mask)``; with ``chat`` and a chat template, each prompt
+    is wrapped as one user turn followed by the assistant header (LLaDA-Instruct's format)."""
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if not prompts or any(not isinstance(p, str) or not p for p in prompts):
+        raise ValueError("prompts must be non-empty strings")
+    if chat and getattr(tokenizer, "chat_template", None):
+        prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
+                   for p in prompts]
+    tokenizer.padding_side = "left"
+    enc = tokenizer(list(prompts), add_special_tokens=False, padding=True, return_tensors="pt")
+    return enc["input_ids"], enc["attention_mask"]
+
+
+def generate(lm: Union[LoadedModel, str, None], prompts: Union[str, Sequence[str], torch.Tensor], cache="none",
+             unmask="low-confidence", config: Optional[GenerationConfig] = None, attention_mask: Optional[torch.Tensor] = None,
+             chat: bool = True, progress=None, **config_fields) -> GenerationResult:
+    """Generate for text prompts (or a ``[B, P]`` id tensor). ``cache`` is a cache spec string
+    (``"dcu:budget=32+window"``) or policy instances; ``unmask`` a spec string or an instance.
+    Every input is validated before the model runs."""
+    if config is None:
+        config = GenerationConfig(**config_fields)
+    elif config_fields:
+        raise ValueError(f"pass either config or config fields, not both (got {sorted(config_fields)})")
+    registry = get_registry()
+    cache_policies = registry.make_cache_policies(cache)
+    unmask_policy = registry.make_unmask_policy(unmask)
+    if not isinstance(lm, LoadedModel):
+        lm = load_model(lm, dtype=config.dtype, device=config.device)
+    if isinstance(prompts, torch.Tensor):
+        input_ids = prompts
+    else:
+        input_ids, attention_mask = encode_prompts(lm.tokenizer, prompts, chat=chat)
+    sequences, stats = denoise(lm.model, input_ids, config, cache_policies, unmask_policy,
+                               attention_mask=attention_mask, progress=progress)
+    tokens = sequences[:, input_ids.shape[1]:]
+    texts = lm.tokenizer.batch_decode(tokens, skip_special_tokens=True) if lm.tokenizer is not None else None
+    return GenerationResult(tokens=tokens, sequences=sequences, texts=texts, stats=stats)

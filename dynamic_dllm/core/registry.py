@@ -1,0 +1,153 @@
+"""The plugin manager and the registry of policies, model adapters and named checkpoints.
+
+Built-in plugins are registered exactly like third-party ones (they implement the registration
+hooks). Third-party packages are found through the entry-point group ``dynamic_dllm``; the
+environment variable ``DYNAMIC_DLLM_PLUGINS`` restricts which of them load: a comma-separated
+list of entry-point names, or the empty string for none. Built-ins always load.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from typing import Callable, Optional
+
+import attrs
+import pluggy
+
+from . import hookspecs
+from .spec import parse_spec
+
+ENV_PLUGINS = "DYNAMIC_DLLM_PLUGINS"
+ENTRY_POINT_GROUP = "dynamic_dllm"
+BUILTIN_PLUGINS = (
+    "dynamic_dllm.models.builtin",
+    "dynamic_dllm.policies.builtin",
+)
+
+
+@attrs.frozen
+class Entry:
+    """One registered thing: its name, what kind it is, the plugin that provided it, a one-line
+    summary, and the object itself (a policy factory, an adapter class, or a locate function)."""
+
+    name: str
+    kind: str
+    plugin: str
+    summary: str
+    obj: object = attrs.field(eq=False)
+
+
+class Registry:
+    """Looks things up by name across all loaded plugins (recomputed when plugins change)."""
+
+    def __init__(self, pm: pluggy.PluginManager):
+        self.pm = pm
+
+    def _collect(self, hook_name: str, kind: str) -> dict[str, Entry]:
+        found: dict[str, Entry] = {}
+        for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+            def register(name, obj, summary=None, _plugin=impl.plugin_name):
+                if not summary:
+                    doc = inspect.getdoc(obj) or ""
+                    summary = doc.splitlines()[0] if doc else ""
+                found[name] = Entry(name=name, kind=kind, plugin=_plugin, summary=summary, obj=obj)
+            impl.function(register=register)
+        return found
+
+    def cache_policies(self) -> dict[str, Entry]:
+        return self._collect("register_cache_policies", "cache")
+
+    def unmask_policies(self) -> dict[str, Entry]:
+        return self._collect("register_unmask_policies", "unmask")
+
+    def policies(self) -> list[Entry]:
+        return [*self.cache_policies().values(), *self.unmask_policies().values()]
+
+    def model_adapters(self) -> dict[str, Entry]:
+        return self._collect("register_models", "model")
+
+    def checkpoints(self) -> dict[str, Entry]:
+        return self._collect("register_checkpoints", "checkpoint")
+
+    def model_class(self, model_type: str):
+        adapters = self.model_adapters()
+        if model_type not in adapters:
+            raise ValueError(f"no model adapter for model_type {model_type!r}; known: {', '.join(sorted(adapters))}")
+        return adapters[model_type].obj
+
+    def checkpoint(self, name: str) -> Entry:
+        found = self.checkpoints()
+        if name not in found:
+            raise ValueError(f"unknown model {name!r}: not a folder and not a registered name; known names: {', '.join(sorted(found))}")
+        return found[name]
+
+    def make_cache_policies(self, spec) -> list:
+        """Instances for a cache spec string (``+``-composed) or a list of ready instances."""
+        if not isinstance(spec, str):
+            return list(spec) if isinstance(spec, (list, tuple)) else [spec]
+        known = self.cache_policies()
+        return [_instantiate(known, name, params, "cache") for name, params in parse_spec(spec)]
+
+    def make_unmask_policy(self, spec):
+        if not isinstance(spec, str):
+            return spec
+        parts = parse_spec(spec)
+        if len(parts) != 1:
+            raise ValueError(f"unmask spec {spec!r} names {len(parts)} policies; exactly one unmask policy is used per generation")
+        name, params = parts[0]
+        return _instantiate(self.unmask_policies(), name, params, "unmask")
+
+
+def _instantiate(known: dict[str, Entry], name: str, params: dict, kind: str):
+    if name not in known:
+        raise ValueError(f"unknown {kind} policy {name!r}; known {kind} policies: {', '.join(sorted(known))}")
+    factory = known[name].obj
+    accepted = _parameter_names(factory)
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"{kind} policy {name!r} has no parameter {', '.join(map(repr, unknown))};"
+            f" its parameters: {', '.join(accepted) or '(none)'}"
+        )
+    try:
+        return factory(**params)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{kind} policy {name!r}: {exc}") from None
+
+
+def _parameter_names(factory: Callable) -> list[str]:
+    if attrs.has(factory):
+        return [f.alias or f.name for f in attrs.fields(factory) if f.init]
+    return [p for p in inspect.signature(factory).parameters if p != "self"]
+
+
+_pm: Optional[pluggy.PluginManager] = None
+
+
+def plugin_manager() -> pluggy.PluginManager:
+    """The process-wide plugin manager, built and loaded on first use."""
+    global _pm
+    if _pm is None:
+        import importlib
+
+        pm = pluggy.PluginManager(hookspecs.PROJECT)
+        pm.add_hookspecs(hookspecs)
+        for module_name in BUILTIN_PLUGINS:
+            pm.register(importlib.import_module(module_name), name=module_name)
+        _load_entry_points(pm)
+        _pm = pm
+    return _pm
+
+
+def _load_entry_points(pm: pluggy.PluginManager) -> None:
+    allowed = os.environ.get(ENV_PLUGINS)
+    if allowed is None:
+        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        return
+    for name in filter(None, (n.strip() for n in allowed.split(","))):
+        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP, name=name)
+
+
+def get_registry() -> Registry:
+    return Registry(plugin_manager())

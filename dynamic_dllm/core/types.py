@@ -1,0 +1,193 @@
+"""Value types shared by the engine and every policy.
+
+* :class:`GenerationConfig` — what the user asks for; validated on construction, so the Python API
+  and the CLI reject the same inconsistent inputs with the same ``ValueError``.
+* :class:`StepState` — what a policy sees at one denoising step (read-only view of the canvas).
+* :class:`Commit` — what an unmask policy answers: which current-block positions to commit, with
+  which tokens.
+* :class:`GenerationStats` / :class:`GenerationResult` — the record of one generation.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import attrs
+import torch
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _positive(instance, attribute, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{attribute.name} must be a positive integer, got {value!r}")
+
+
+def _non_negative_number(instance, attribute, value):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{attribute.name} must be a number >= 0, got {value!r}")
+
+
+@attrs.frozen
+class GenerationConfig:
+    """Semi-autoregressive masked-diffusion decoding settings.
+
+    The generation region (``gen_length`` masks after the prompt) is split into
+    ``gen_length // block_length`` blocks decoded left to right; ``steps`` is the total step budget
+    of fixed-schedule policies, ``steps // num_blocks`` per block (LLaDA's rule). Rules:
+    ``gen_length % block_length == 0``; ``steps % num_blocks == 0`` and ``steps >= num_blocks``.
+    """
+
+    gen_length: int = attrs.field(default=128, validator=_positive)
+    block_length: int = attrs.field(default=32, validator=_positive)
+    steps: int = attrs.field(default=128, validator=_positive)
+    temperature: float = attrs.field(default=0.0, validator=_non_negative_number)
+    seed: int = attrs.field(default=0, validator=attrs.validators.instance_of(int))
+    cfg_scale: float = attrs.field(default=0.0, validator=_non_negative_number)
+    stop_at_eos: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    dtype: str = attrs.field(default="float32", validator=attrs.validators.in_(tuple(_DTYPES)))
+    device: str = attrs.field(default="cpu", validator=attrs.validators.instance_of(str))
+
+    def __attrs_post_init__(self):
+        if self.gen_length % self.block_length:
+            raise ValueError(
+                f"gen_length={self.gen_length} is not a multiple of block_length={self.block_length}"
+                " (the generation is split into equal blocks)"
+            )
+        if self.steps < self.num_blocks:
+            raise ValueError(
+                f"steps={self.steps} is fewer than the number of blocks {self.num_blocks}"
+                f" (gen_length={self.gen_length} / block_length={self.block_length}); every block needs a step"
+            )
+        if self.steps % self.num_blocks:
+            raise ValueError(
+                f"steps={self.steps} is not a multiple of the number of blocks {self.num_blocks}"
+                f" (gen_length={self.gen_length} / block_length={self.block_length})"
+            )
+
+    @property
+    def num_blocks(self) -> int:
+        return self.gen_length // self.block_length
+
+    @property
+    def steps_per_block(self) -> int:
+        return self.steps // self.num_blocks
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return _DTYPES[self.dtype]
+
+    def check_prompt(self, prompt_length: int, max_length: int) -> None:
+        """Reject an empty prompt or a canvas longer than the model's maximum length."""
+        if prompt_length <= 0:
+            raise ValueError("the prompt is empty: a masked-diffusion model needs at least one prompt token")
+        if prompt_length + self.gen_length > max_length:
+            raise ValueError(
+                f"prompt length {prompt_length} + gen_length {self.gen_length} ="
+                f" {prompt_length + self.gen_length} exceeds the model's maximum length {max_length}"
+            )
+
+
+@attrs.frozen(eq=False)
+class StepState:
+    """Read-only view of one denoising step, handed to every policy hook.
+
+    Shapes: B = batch, L = prompt_length + gen_length. ``x`` holds the canvas *before* this step's
+    commits; ``masked`` is ``x == mask_id``; ``valid`` is False on left padding; ``positions`` are
+    the RoPE positions (left padding shifts them so a padded row equals its unpadded run).
+    ``last_committed`` marks positions committed by the previous step (all False at the first step).
+    ``logit_shift`` is 1 for AR-initialised models (Dream: position i is predicted from hidden i-1).
+    """
+
+    x: torch.Tensor
+    masked: torch.Tensor
+    valid: torch.Tensor
+    positions: torch.Tensor
+    last_committed: torch.Tensor
+    prompt_length: int
+    block: int
+    block_start: int
+    block_end: int
+    step: int
+    step_in_block: int
+    config: GenerationConfig
+    n_layers: int
+    mask_id: int
+    eos_id: int
+    logit_shift: int
+    generator: torch.Generator
+
+    @property
+    def batch_size(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def length(self) -> int:
+        return self.x.shape[1]
+
+    @property
+    def steps_per_block(self) -> int:
+        return self.config.steps_per_block
+
+    @property
+    def block_masked(self) -> torch.Tensor:
+        """``[B, block_length]`` bool: masked positions of the current block."""
+        return self.masked[:, self.block_start : self.block_end]
+
+
+@attrs.frozen(eq=False)
+class Commit:
+    """An unmask policy's answer for the current block: ``positions`` ``[B, block_length]`` bool
+    (which positions to commit) and ``tokens`` ``[B, block_length]`` long (their tokens; read only
+    where ``positions`` is True)."""
+
+    positions: torch.Tensor
+    tokens: torch.Tensor
+
+
+@attrs.frozen
+class GenerationStats:
+    """Counters of one generation.
+
+    ``nfe``: model forward calls (a refresh forward that also decodes counts once, as Fast-dLLM).
+    ``tokens_per_step``: tokens committed per step, summed over the batch.
+    ``recomputed_rows``: per layer, rows recomputed summed over steps and batch.
+    ``recompute_fraction``: FLOPs the layers actually spent / FLOPs of full forwards at every step
+    (per-layer projections, attention and FFN; embedding and head excluded).
+    ``tokens_per_second``: generated non-EOS tokens per wall-clock second.
+    """
+
+    nfe: int
+    wall_time: float
+    tokens_per_second: float
+    generated_tokens: int
+    tokens_per_step: tuple
+    recomputed_rows: tuple
+    recompute_fraction: float
+    policy_time: float = 0.0
+
+    @property
+    def mean_tokens_per_step(self) -> float:
+        return sum(self.tokens_per_step) / max(len(self.tokens_per_step), 1)
+
+    def to_dict(self) -> dict:
+        out = attrs.asdict(self)
+        out["tokens_per_step"] = list(self.tokens_per_step)
+        out["recomputed_rows"] = list(self.recomputed_rows)
+        out["mean_tokens_per_step"] = self.mean_tokens_per_step
+        return out
+
+
+@attrs.frozen(eq=False)
+class GenerationResult:
+    """``tokens``: ``[B, gen_length]`` generated ids; ``sequences``: full canvases ``[B, L]``;
+    ``texts``: decoded generations (special tokens skipped) when a tokenizer was given."""
+
+    tokens: torch.Tensor
+    sequences: torch.Tensor
+    texts: Optional[list]
+    stats: GenerationStats
+
+    @property
+    def text(self) -> Optional[str]:
+        return self.texts[0] if self.texts else None

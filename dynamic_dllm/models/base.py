@@ -1,0 +1,149 @@
+"""The architecture contract every model adapter fulfils, and the pieces LLaDA and Dream share.
+
+A masked-diffusion LM here is a pre-norm transformer with bidirectional attention:
+
+    h   = x + O(Attn(RoPE(Q(n1(x))), RoPE(K(n1(x))), V(n1(x))))
+    out = h + Down(SiLU(Gate(n2(h))) * Up(n2(h)))
+
+Adapters expose each layer as a :class:`LayerParts` (norms, projections, FFN) so the partial-layer
+executor can run any subset of rows; :meth:`DecoderModel.forward` is the plain full forward the
+executor is checked against.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class RMSNorm(nn.Module):
+    """``weight * (x / sqrt(mean(x^2) + eps))``, normalised in fp32 and cast back (LLaDA/Dream)."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * xf.to(x.dtype)
+
+
+class LayerParts(NamedTuple):
+    attn_norm: nn.Module
+    q_proj: nn.Linear
+    k_proj: nn.Linear
+    v_proj: nn.Linear
+    o_proj: nn.Linear
+    ffn_norm: nn.Module
+    gate_proj: nn.Linear
+    up_proj: nn.Linear
+    down_proj: nn.Linear
+
+
+def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 ``cos``/``sin`` of shape ``[*positions.shape, head_dim]`` for half-split RoPE:
+    ``inv_freq_j = theta^(-2j/head_dim)``, angles duplicated over the two halves."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim))
+    angles = positions.float().unsqueeze(-1) * inv_freq
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, full_precision: bool) -> torch.Tensor:
+    """Rotate ``x`` ``[B, R, H, D]`` by angles ``cos/sin`` ``[B, R, D]`` (NeoX half-split:
+    ``x*cos + rotate_half(x)*sin`` with ``rotate_half([a, b]) = [-b, a]``). With ``full_precision``
+    the rotation runs in fp32 (LLaDA's ``rope_full_precision``); otherwise cos/sin are cast to x's
+    dtype first (HF Qwen2/Dream)."""
+    dtype = x.dtype
+    cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)
+    if full_precision:
+        x = x.float()
+    else:
+        cos, sin = cos.to(dtype), sin.to(dtype)
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return (x * cos + rotated * sin).to(dtype)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_valid: Optional[torch.Tensor]) -> torch.Tensor:
+    """Bidirectional attention of queries ``[B, R, H, D]`` over keys/values ``[B, L, Hkv, D]``
+    (GQA: each KV head serves ``H // Hkv`` query heads); ``key_valid`` ``[B, L]`` hides padding.
+    Returns ``[B, R, H*D]``."""
+    n_rep = q.shape[2] // k.shape[2]
+    q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    if n_rep > 1:
+        k = k.repeat_interleave(n_rep, dim=1)
+        v = v.repeat_interleave(n_rep, dim=1)
+    mask = None if key_valid is None else key_valid[:, None, None, :]
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=False)
+    return out.transpose(1, 2).flatten(2)
+
+
+class DecoderModel(nn.Module, abc.ABC):
+    """Base class of model adapters. Subclasses build their modules under the checkpoint's key
+    names and implement :meth:`embed`, :meth:`layer`, :meth:`final_norm`, :meth:`head`.
+
+    Attributes every adapter sets: ``n_layers``, ``d_model``, ``n_heads``, ``n_kv_heads``,
+    ``head_dim``, ``d_ff``, ``vocab_size``, ``rope_theta``, ``rope_full_precision``,
+    ``max_length``, ``mask_id``, ``eos_id``, ``pad_id``, ``logit_shift``.
+    """
+
+    family: str = ""
+    logit_shift: int = 0
+    rope_full_precision: bool = True
+
+    @abc.abstractmethod
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        ...
+
+    @abc.abstractmethod
+    def layer(self, index: int) -> LayerParts:
+        ...
+
+    @abc.abstractmethod
+    def final_norm(self, h: torch.Tensor) -> torch.Tensor:
+        ...
+
+    @abc.abstractmethod
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        ...
+
+    @property
+    def kv_dim(self) -> int:
+        return self.n_kv_heads * self.head_dim
+
+    def layer_flops(self, rows: int, keys: int) -> int:
+        """Multiply-add FLOPs (x2) of one layer for ``rows`` query rows over ``keys`` keys:
+        Q/O projections ``2*2*d*d``, K/V ``2*2*d*kv``, attention ``2*2*keys*d``, SwiGLU ``2*3*d*d_ff``."""
+        d = self.d_model
+        per_row = 4 * d * d + 4 * d * self.kv_dim + 4 * keys * d + 6 * d * self.d_ff
+        return rows * per_row
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: Optional[torch.Tensor] = None,
+        position_ids: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """Plain full forward: logits ``[B, L, V]`` for every position (no cache, no shift)."""
+        B, L = input_ids.shape
+        if position_ids is None:
+            position_ids = torch.arange(L, device=input_ids.device).expand(B, L)
+        cos, sin = rope_cos_sin(position_ids, self.head_dim, self.rope_theta)
+        x = self.embed(input_ids)
+        for i in range(self.n_layers):
+            p = self.layer(i)
+            xn = p.attn_norm(x)
+            q = apply_rope(p.q_proj(xn).view(B, L, self.n_heads, self.head_dim), cos, sin, self.rope_full_precision)
+            k = apply_rope(p.k_proj(xn).view(B, L, self.n_kv_heads, self.head_dim), cos, sin, self.rope_full_precision)
+            v = p.v_proj(xn).view(B, L, self.n_kv_heads, self.head_dim)
+            x = x + p.o_proj(attention(q, k, v, attention_mask))
+            hn = p.ffn_norm(x)
+            x = x + p.down_proj(F.silu(p.gate_proj(hn)) * p.up_proj(hn))
+        return self.head(self.final_norm(x))

@@ -1,0 +1,41 @@
+"""Built-in model plugin: the LLaDA and Dream adapters and the named checkpoints."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..core.hookspecs import hookimpl
+from .dream import DreamModel
+from .llada import LLaDAModel
+
+#: Random LLaDA checkpoint the package builds on first use (seed 0) and caches.
+RANDOM_LLADA_SIZES = dict(n_layers=4, d_model=128, n_heads=4, d_ff=256, max_length=2048)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("DYNAMIC_DLLM_HOME", Path.home() / ".cache" / "dynamic_dllm"))
+
+
+def locate_random_llada() -> Path:
+    """A random-weight LLaDA checkpoint (4 layers × 128 wide, byte tokenizer), built
+    deterministically on first use under ``$DYNAMIC_DLLM_HOME`` (default ``~/.cache/dynamic_dllm``)."""
+    from .random_checkpoint import build_random_checkpoint
+
+    folder = cache_dir() / "random-llada-v1"
+    if not (folder / "config.json").is_file():
+        tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+        build_random_checkpoint("llada", tmp, seed=0, **RANDOM_LLADA_SIZES)
+        tmp.replace(folder) if not folder.exists() else None
+    return folder
+
+
+@hookimpl
+def register_models(register):
+    register("llada", LLaDAModel, "LLaDA-8B / LLaDA-1.5 layout (LLaDA checkpoint keys)")
+    register("Dream", DreamModel, "Dream-v0-7B layout (Qwen2.5 keys, one-position logit shift)")
+
+
+@hookimpl
+def register_checkpoints(register):
+    register("random-llada", locate_random_llada)

@@ -1,0 +1,113 @@
+"""Dream (Dream-v0-7B, Qwen2.5 layout) as a native module — no ``trust_remote_code``.
+
+Qwen2 layer: RMSNorm (eps from config, 1e-6), Q/K/V with bias, O without, GQA, HF RoPE
+(``rope_theta`` 1e6; cos/sin cast to the activation dtype), SwiGLU MLP, untied ``lm_head``.
+Dream is initialised from an AR model, so its samplers shift logits one position right:
+position i is predicted from the hidden state at i-1 (``logit_shift = 1``).
+Keys: ``model.embed_tokens``, ``model.layers.N.{input_layernorm, self_attn.{q,k,v,o}_proj,
+post_attention_layernorm, mlp.{gate,up,down}_proj}``, ``model.norm``, ``lm_head``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .base import DecoderModel, LayerParts, RMSNorm
+
+DREAM_CONFIG_DEFAULTS = {
+    "hidden_size": 3584,
+    "intermediate_size": 18944,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 28,
+    "num_key_value_heads": 4,
+    "vocab_size": 152064,
+    "rms_norm_eps": 1e-6,
+    "rope_theta": 1000000.0,
+    "max_position_embeddings": 32768,
+    "mask_token_id": 151666,
+    "eos_token_id": 151643,
+    "pad_token_id": 151643,
+}
+
+
+class DreamAttention(nn.Module):
+    def __init__(self, d: int, n_heads: int, n_kv_heads: int):
+        super().__init__()
+        kv = n_kv_heads * (d // n_heads)
+        self.q_proj = nn.Linear(d, d, bias=True)
+        self.k_proj = nn.Linear(d, kv, bias=True)
+        self.v_proj = nn.Linear(d, kv, bias=True)
+        self.o_proj = nn.Linear(d, d, bias=False)
+
+
+class DreamMLP(nn.Module):
+    def __init__(self, d: int, d_ff: int):
+        super().__init__()
+        self.gate_proj = nn.Linear(d, d_ff, bias=False)
+        self.up_proj = nn.Linear(d, d_ff, bias=False)
+        self.down_proj = nn.Linear(d_ff, d, bias=False)
+
+
+class DreamLayer(nn.Module):
+    def __init__(self, d: int, n_heads: int, n_kv_heads: int, d_ff: int, eps: float):
+        super().__init__()
+        self.input_layernorm = RMSNorm(d, eps)
+        self.self_attn = DreamAttention(d, n_heads, n_kv_heads)
+        self.post_attention_layernorm = RMSNorm(d, eps)
+        self.mlp = DreamMLP(d, d_ff)
+
+
+class DreamModel(DecoderModel):
+    family = "dream"
+    logit_shift = 1
+    rope_full_precision = False
+
+    def __init__(self, config: dict):
+        super().__init__()
+        c = {**DREAM_CONFIG_DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
+        if c.get("tie_word_embeddings", False):
+            raise ValueError("tie_word_embeddings=true is not supported: Dream checkpoints have an untied lm_head")
+        self.config = c
+        self.d_model = c["hidden_size"]
+        self.n_layers = c["num_hidden_layers"]
+        self.n_heads = c["num_attention_heads"]
+        self.n_kv_heads = c["num_key_value_heads"] or self.n_heads
+        if self.d_model % self.n_heads or self.n_heads % self.n_kv_heads:
+            raise ValueError(
+                f"hidden_size={self.d_model} must divide by num_attention_heads={self.n_heads},"
+                f" and that by num_key_value_heads={self.n_kv_heads}"
+            )
+        self.head_dim = self.d_model // self.n_heads
+        self.d_ff = c["intermediate_size"]
+        self.vocab_size = c["vocab_size"]
+        self.rope_theta = float(c["rope_theta"])
+        self.max_length = c["max_position_embeddings"]
+        self.mask_id = c["mask_token_id"]
+        self.eos_id = c["eos_token_id"]
+        self.pad_id = c["pad_token_id"]
+        eps = c["rms_norm_eps"]
+        self.model = nn.Module()
+        self.model.embed_tokens = nn.Embedding(self.vocab_size, self.d_model)
+        self.model.layers = nn.ModuleList(
+            DreamLayer(self.d_model, self.n_heads, self.n_kv_heads, self.d_ff, eps) for _ in range(self.n_layers)
+        )
+        self.model.norm = RMSNorm(self.d_model, eps)
+        self.lm_head = nn.Linear(self.d_model, self.vocab_size, bias=False)
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model.embed_tokens(input_ids)
+
+    def layer(self, index: int) -> LayerParts:
+        b = self.model.layers[index]
+        a, m = b.self_attn, b.mlp
+        return LayerParts(
+            b.input_layernorm, a.q_proj, a.k_proj, a.v_proj, a.o_proj, b.post_attention_layernorm,
+            m.gate_proj, m.up_proj, m.down_proj,
+        )
+
+    def final_norm(self, h: torch.Tensor) -> torch.Tensor:
+        return self.model.norm(h)
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(h)

@@ -1,0 +1,64 @@
+"""Deterministic random checkpoints in exact HF layout, for tests and benchmarks.
+
+``build_random_checkpoint("llada", folder, n_layers=2, d_model=64)`` writes a folder that
+:func:`~dynamic_dllm.models.checkpoint.load_checkpoint` reads back like a real LLaDA/Dream folder:
+LLaDA's or Dream's config field names, their state-dict keys, and the byte-level tokenizer
+(vocabulary 256 bytes + special tokens, mask = ``<|mdm_mask|>``, EOS = pad = ``<|endoftext|>``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .checkpoint import save_checkpoint
+from .dream import DreamModel
+from .llada import LLaDAModel
+from .tokenizer import build_byte_tokenizer
+
+
+def random_config(family: str, vocab_size: int, mask_id: int, eos_id: int, n_layers: int = 2, d_model: int = 64,
+                  n_heads: int = 4, n_kv_heads: Optional[int] = None, d_ff: Optional[int] = None, max_length: int = 1024) -> dict:
+    d_ff = d_ff or 2 * d_model
+    if family == "llada":
+        return {
+            "model_type": "llada", "architectures": ["LLaDAModelLM"], "d_model": d_model, "n_layers": n_layers,
+            "n_heads": n_heads, "n_kv_heads": n_kv_heads or n_heads, "mlp_hidden_size": d_ff, "mlp_ratio": 4,
+            "vocab_size": vocab_size, "embedding_size": vocab_size, "activation_type": "silu", "block_type": "llama",
+            "layer_norm_type": "rms", "rms_norm_eps": 1e-5, "include_bias": False, "include_qkv_bias": False,
+            "rope": True, "rope_theta": 500000.0, "rope_full_precision": True, "weight_tying": False,
+            "max_sequence_length": max_length, "mask_token_id": mask_id, "eos_token_id": eos_id, "pad_token_id": eos_id,
+        }
+    if family == "dream":
+        return {
+            "model_type": "Dream", "architectures": ["DreamModel"], "hidden_size": d_model, "num_hidden_layers": n_layers,
+            "num_attention_heads": n_heads, "num_key_value_heads": n_kv_heads or max(1, n_heads // 2),
+            "intermediate_size": d_ff, "vocab_size": vocab_size, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
+            "hidden_act": "silu", "max_position_embeddings": max_length, "tie_word_embeddings": False,
+            "mask_token_id": mask_id, "eos_token_id": eos_id, "pad_token_id": eos_id,
+        }
+    raise ValueError(f"unknown family {family!r}; known: llada, dream")
+
+
+def init_weights(model: torch.nn.Module, seed: int, std: float = 0.02) -> None:
+    """Normal(0, std) for matrices and embeddings, zeros for biases, ones for norms."""
+    gen = torch.Generator().manual_seed(seed)
+    for name, p in model.named_parameters():
+        with torch.no_grad():
+            if p.ndim == 1:
+                p.copy_(torch.ones_like(p) if name.endswith("norm.weight") or "norm" in name else torch.zeros_like(p))
+                if "bias" in name:
+                    p.copy_(torch.randn(p.shape, generator=gen) * std)
+            else:
+                p.copy_(torch.randn(p.shape, generator=gen) * std)
+
+
+def build_random_checkpoint(family: str, folder, seed: int = 0, max_shard_bytes: Optional[int] = None, std: float = 0.02,
+                            **sizes) -> Path:
+    tokenizer = build_byte_tokenizer()
+    config = random_config(family, len(tokenizer), tokenizer.mask_token_id, tokenizer.eos_token_id, **sizes)
+    model = (LLaDAModel if family == "llada" else DreamModel)(config)
+    init_weights(model, seed, std)
+    return save_checkpoint(model, config, folder, tokenizer=tokenizer, max_shard_bytes=max_shard_bytes)

@@ -1,0 +1,23 @@
+"""Built-in policy plugin: registers every shipped policy through the public hooks."""
+
+from __future__ import annotations
+
+from ..core.hookspecs import hookimpl
+from .dream_samplers import DreamEntropy, DreamMargin, DreamOrigin, DreamSampler
+from .low_confidence import LowConfidence, RandomRemasking
+from .no_cache import NoCache
+
+
+@hookimpl
+def register_cache_policies(register):
+    register("none", NoCache)
+
+
+@hookimpl
+def register_unmask_policies(register):
+    register("low-confidence", LowConfidence)
+    register("random", RandomRemasking)
+    register("maskgit-plus", DreamSampler)
+    register("margin", DreamMargin)
+    register("entropy", DreamEntropy)
+    register("origin", DreamOrigin)

@@ -1,0 +1,129 @@
+"""Dream's samplers (``Dream`` ``generation_utils.py``: ``origin``, ``maskgit_plus``,
+``topk_margin``, ``entropy``), applied per block as Fast-dLLM's block variant does.
+
+Per block, ``timesteps = linspace(1, eps, steps_per_block + 1)``; step i has ``t = ts[i]``,
+``s = ts[i+1]``. Tokens come from ``sample_tokens``: logits / T, optional top-p / top-k filter,
+argmax at T = 0 else a categorical draw; its confidence is the token's probability
+(``maskgit-plus``), ``p1 - p2`` (``margin``) or the negative entropy (``entropy``). Confidence
+rules commit ``int(n_masked * (1 - s/t))`` top-confidence masked positions (all at the last step;
+with ``alg_temp > 0`` drawn from ``softmax(conf / alg_temp)`` without replacement); ``origin``
+commits each masked position independently with probability ``1 - s/t`` (1 at the last step).
+Deviation from Dream: ``n_masked`` is counted per row, not as the batch mean, so a batch decodes
+like its rows run alone. These rules may commit nothing at an early step (``int`` rounds down);
+the block still ends at its last step.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import attrs
+import torch
+
+from ..core.hookspecs import hookimpl
+from ..core.policy import UnmaskPolicy
+from ..core.types import Commit, StepState
+from .scores import masked_scores, negative_entropy, select_top_k, top2_margin
+
+
+def filter_top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Keep the smallest set of most likely tokens whose probability reaches ``top_p`` (the first always kept)."""
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    cumulative = torch.softmax(sorted_logits, -1).cumsum(-1)
+    remove = cumulative > top_p
+    remove[..., 1:] = remove[..., :-1].clone()
+    remove[..., 0] = False
+    return logits.masked_fill(remove.scatter(-1, order, remove), float("-inf"))
+
+
+def filter_top_k(logits: torch.Tensor, top_k: int) -> torch.Tensor:
+    kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+@attrs.define
+class DreamSampler(UnmaskPolicy):
+    """Dream ``maskgit_plus``: commit the most probable masked tokens on Dream's count schedule."""
+
+    eps: float = attrs.field(default=1e-3, validator=attrs.validators.gt(0))
+    top_p: Optional[float] = None
+    top_k: Optional[int] = None
+    alg_temp: Optional[float] = None
+
+    def sample(self, state: StepState, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(tokens, probability of each token, filtered probabilities)."""
+        T = state.config.temperature
+        z = logits.float() / T if T > 0 else logits.float()
+        if self.top_p is not None and self.top_p < 1:
+            z = filter_top_p(z, self.top_p)
+        if self.top_k is not None:
+            z = filter_top_k(z, self.top_k)
+        probs = torch.softmax(z, -1)
+        if T > 0:
+            flat = probs.flatten(0, 1)
+            tokens = torch.multinomial(flat, 1, generator=state.generator).view(probs.shape[:-1])
+            conf = probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+        else:
+            conf, tokens = probs.max(-1)
+        return tokens, conf, probs
+
+    def confidence(self, tokens, conf, probs) -> torch.Tensor:
+        return conf
+
+    def fraction(self, state: StepState) -> float:
+        """``1 - s/t`` for this step (1 at the block's last step)."""
+        n = state.steps_per_block
+        i = state.step_in_block
+        if i >= n - 1:
+            return 1.0
+        ts = torch.linspace(1, self.eps, n + 1, dtype=torch.float64)
+        return float(1 - ts[i + 1] / ts[i])
+
+    @hookimpl
+    def unmask_commit(self, state: StepState, logits: torch.Tensor) -> Commit:
+        masked = state.block_masked
+        tokens, conf, probs = self.sample(state, logits)
+        frac = self.fraction(state)
+        n_masked = masked.sum(1)
+        k = n_masked if frac >= 1.0 else (n_masked.double() * frac).long()
+        scores = masked_scores(self.confidence(tokens, conf, probs), masked)
+        if self.alg_temp:
+            weights = torch.softmax(scores / self.alg_temp, -1).nan_to_num(0.0)
+            kmax = int(k.max())
+            chosen = torch.zeros_like(masked)
+            if kmax > 0:
+                safe = torch.where(masked.any(1, keepdim=True), weights, torch.ones_like(weights))
+                drawn = torch.multinomial(safe, kmax, replacement=False, generator=state.generator)
+                keep = torch.arange(kmax, device=k.device) < k.unsqueeze(1)
+                chosen.scatter_(1, drawn, keep)
+            return Commit(positions=chosen & masked, tokens=tokens)
+        return Commit(positions=select_top_k(scores, k), tokens=tokens)
+
+
+@attrs.define
+class DreamMargin(DreamSampler):
+    """Dream ``topk_margin``: confidence = top-1 minus top-2 probability."""
+
+    def confidence(self, tokens, conf, probs) -> torch.Tensor:
+        return top2_margin(probs)
+
+
+@attrs.define
+class DreamEntropy(DreamSampler):
+    """Dream ``entropy``: confidence = negative entropy of the predicted distribution."""
+
+    def confidence(self, tokens, conf, probs) -> torch.Tensor:
+        return negative_entropy(probs)
+
+
+@attrs.define
+class DreamOrigin(DreamSampler):
+    """Dream ``origin``: each masked position is committed with probability 1 - s/t."""
+
+    @hookimpl
+    def unmask_commit(self, state: StepState, logits: torch.Tensor) -> Commit:
+        masked = state.block_masked
+        tokens, _, _ = self.sample(state, logits)
+        frac = self.fraction(state)
+        draw = torch.rand(masked.shape, generator=state.generator, device=masked.device, dtype=torch.float64)
+        return Commit(positions=masked & (draw < frac), tokens=tokens)

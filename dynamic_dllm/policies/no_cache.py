@@ -1,0 +1,19 @@
+"""Cache policy ``none``: every row of every layer recomputed at every step (the reference)."""
+
+from __future__ import annotations
+
+import attrs
+
+from ..core.hookspecs import hookimpl
+from ..core.policy import CachePolicy
+
+
+@attrs.define
+class NoCache(CachePolicy):
+    """No caching: a full forward at every step."""
+
+    supports_cfg = True
+
+    @hookimpl
+    def cache_step_start(self, state) -> bool:
+        return True
