@@ -1,0 +1,132 @@
+"""``dynamic-dllm`` command line: generate, policies, plugins (+ commands other modules add).
+
+Each command module exposes ``add_parser(subparsers)`` that registers its sub-parser and sets
+``func(args) -> int``. Errors (``ValueError`` from validation, missing files) print one line
+``error: …`` and exit with status 2 — never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+
+#: Modules contributing sub-commands (each has ``add_parser(subparsers)``).
+COMMAND_MODULES = ("dynamic_dllm.cli",)
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=None if not sys.stdout.isatty() else 2))
+
+
+def cmd_generate(args) -> int:
+    from .api import generate, load_model
+    from .core.types import GenerationConfig
+
+    config = GenerationConfig(gen_length=args.gen_length, block_length=args.block_length, steps=args.steps,
+                              temperature=args.temperature, seed=args.seed, cfg_scale=args.cfg_scale,
+                              stop_at_eos=args.stop_at_eos, dtype=args.dtype, device=args.device)
+    from .core.registry import get_registry
+
+    registry = get_registry()  # resolve the policy specs before loading anything heavy
+    cache, unmask = registry.make_cache_policies(args.cache), registry.make_unmask_policy(args.unmask)
+    lm = load_model(args.model, dtype=config.dtype, device=config.device)
+    result = generate(lm, args.prompt, cache=cache, unmask=unmask, config=config, chat=not args.no_chat)
+    s = result.stats
+    if args.json:
+        _print_json({
+            "text": result.text, "tokens": result.tokens[0].tolist(),
+            "stats": {**s.to_dict(), "tokens_per_step": list(s.tokens_per_step)},
+        })
+    else:
+        print(result.text)
+        print(f"[nfe {s.nfe} | {s.tokens_per_second:.1f} tok/s | {s.mean_tokens_per_step:.2f} tok/step |"
+              f" recompute {s.recompute_fraction:.3f} | {s.wall_time:.2f} s]", file=sys.stderr)
+    return 0
+
+
+def cmd_policies(args) -> int:
+    from .core.registry import get_registry
+
+    rows = [{"name": e.name, "kind": e.kind, "plugin": e.plugin, "summary": e.summary} for e in get_registry().policies()]
+    if args.json:
+        _print_json(rows)
+    else:
+        width = max(len(r["name"]) for r in rows)
+        for r in rows:
+            print(f"{r['name']:<{width}}  {r['kind']:<6}  {r['summary']}  [{r['plugin']}]")
+    return 0
+
+
+def cmd_plugins(args) -> int:
+    from .core.registry import get_registry, plugin_manager
+
+    pm = plugin_manager()
+    dists = {id(plugin): dist for plugin, dist in pm.list_plugin_distinfo()}
+    registry = get_registry()
+    provided = {}
+    for group in (registry.cache_policies(), registry.unmask_policies(), registry.model_adapters(), registry.checkpoints()):
+        for e in group.values():
+            provided.setdefault(e.plugin, []).append(f"{e.kind}:{e.name}")
+    rows = []
+    for name, plugin in pm.list_name_plugin():
+        dist = dists.get(id(plugin))
+        rows.append({"name": name, "version": getattr(dist, "version", None), "provides": provided.get(name, [])})
+    if args.json:
+        _print_json(rows)
+    else:
+        for r in rows:
+            version = f" {r['version']}" if r["version"] else ""
+            print(f"{r['name']}{version}: {', '.join(r['provides']) or '-'}")
+    return 0
+
+
+def add_parser(sub) -> None:
+    g = sub.add_parser("generate", help="generate text for one prompt")
+    g.add_argument("prompt")
+    g.add_argument("--model", default=None, help="checkpoint folder or registered name (default: the embedded model)")
+    g.add_argument("--cache", default="none", help="cache spec, e.g. none or dcu:budget=32+window:size=32")
+    g.add_argument("--unmask", default="low-confidence", help="unmask spec, e.g. low-confidence or threshold:threshold=0.9")
+    g.add_argument("--gen-length", type=int, default=128)
+    g.add_argument("--block-length", type=int, default=32)
+    g.add_argument("--steps", type=int, default=128)
+    g.add_argument("--temperature", type=float, default=0.0)
+    g.add_argument("--cfg-scale", type=float, default=0.0)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--stop-at-eos", action="store_true", help="stop after the block in which every row produced EOS")
+    g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    g.add_argument("--device", default="cpu")
+    g.add_argument("--no-chat", action="store_true", help="do not wrap the prompt in the chat template")
+    g.add_argument("--json", action="store_true", help="print one JSON object with text, tokens and stats")
+    g.set_defaults(func=cmd_generate)
+    p = sub.add_parser("policies", help="list registered cache and unmask policies")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_policies)
+    q = sub.add_parser("plugins", help="list loaded plugins and what each provides")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_plugins)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dynamic-dllm", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_parser(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
