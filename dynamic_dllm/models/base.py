@@ -58,12 +58,13 @@ def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, full_precision: bool) -> torch.Tensor:
     """Rotate ``x`` ``[B, R, H, D]`` by angles ``cos/sin`` ``[B, R, D]`` (NeoX half-split:
     ``x*cos + rotate_half(x)*sin`` with ``rotate_half([a, b]) = [-b, a]``). With ``full_precision``
-    the rotation runs in fp32 (LLaDA's ``rope_full_precision``); otherwise cos/sin are cast to x's
+    the rotation runs in (at least) fp32 (LLaDA's ``rope_full_precision``); otherwise cos/sin are cast to x's
     dtype first (HF Qwen2/Dream)."""
     dtype = x.dtype
     cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)
     if full_precision:
-        x = x.float()
+        x = x.float() if x.element_size() < 4 else x  # fp16/bf16 rotate in fp32; fp32/fp64 as they are
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     else:
         cos, sin = cos.to(dtype), sin.to(dtype)
     half = x.shape[-1] // 2

@@ -1,0 +1,134 @@
+"""The partial-layer executor against the plain forward and against a naive per-row reference."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+
+from dynamic_dllm.core.executor import PartialLayerExecutor, mask_to_index
+from dynamic_dllm.models.base import rope_cos_sin
+
+
+def _canvas(model, B=2, L=24, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 250, (B, L), generator=g)
+    x[:, L // 2:] = model.mask_id
+    valid = torch.ones(B, L, dtype=torch.bool)
+    positions = torch.arange(L).expand(B, L)
+    return x, valid, positions
+
+
+def test_all_rows_every_step_equals_plain_forward(any_model):
+    model = any_model.model
+    x, valid, positions = _canvas(model)
+    ex = PartialLayerExecutor(model, valid, positions)
+    for step in range(3):
+        x[:, 12 + step] = 65 + step  # the canvas changes between steps
+        every = torch.ones_like(valid)
+        got = ex.forward(x, lambda layer, ctx: every, full=False, head_start=0, head_end=x.shape[1])
+        torch.testing.assert_close(got, model(x), atol=1e-5, rtol=0)
+
+
+def test_gather_path_with_all_rows_equals_plain_forward(any_model):
+    """All rows but routed through the gather/scatter path (not the dense shortcut)."""
+    model = any_model.model
+    x, valid, positions = _canvas(model)
+    ex = PartialLayerExecutor(model, valid, positions)
+    ex.forward(x, None, full=True, head_start=0, head_end=1)
+    x[:, 12] = 70
+    every = torch.ones_like(valid)
+    ex._dense_layer = lambda i, ctx: ex._partial_layer(i, ctx, every)  # force the partial path
+    got = ex.forward(x, lambda layer, ctx: every, full=False, head_start=0, head_end=x.shape[1])
+    torch.testing.assert_close(got, model(x), atol=1e-5, rtol=0)
+
+
+def _naive_layer(model, layer, x, rows, k_cache, v_cache, attn_cache, ffn_cache, positions):
+    """Per-row loop straight from the semantics: rows in ``rows`` recompute everything; the rest
+    reuse cached attention/FFN outputs on top of their current residual stream."""
+    p = model.layer(layer)
+    B, L, _ = x.shape
+    H, Hkv, D = model.n_heads, model.n_kv_heads, model.head_dim
+    k_cache, v_cache, attn_cache, ffn_cache = k_cache.clone(), v_cache.clone(), attn_cache.clone(), ffn_cache.clone()
+    cos, sin = rope_cos_sin(positions, D, model.rope_theta)
+
+    def rot(v, b, i):  # v [heads, D] at position i of row b
+        half = D // 2
+        rotated = torch.cat([-v[:, half:], v[:, :half]], -1)
+        return v * cos[b, i] + rotated * sin[b, i]
+
+    for b in range(B):
+        for i in range(L):
+            if rows[b, i]:
+                xn = p.attn_norm(x[b, i])
+                k_cache[b, i] = p.k_proj(xn).view(Hkv, D)
+                v_cache[b, i] = p.v_proj(xn).view(Hkv, D)
+    new_attn = attn_cache.clone()
+    for b in range(B):
+        keys = torch.stack([rot(k_cache[b, j], b, j) for j in range(L)])  # [L, Hkv, D]
+        for i in range(L):
+            if not rows[b, i]:
+                continue
+            q = rot(p.q_proj(p.attn_norm(x[b, i])).view(H, D), b, i)
+            out = []
+            for h in range(H):
+                kv = h // (H // Hkv)
+                w = torch.softmax(keys[:, kv] @ q[h] / D ** 0.5, 0)
+                out.append(w @ v_cache[b, :, kv])
+            new_attn[b, i] = p.o_proj(torch.cat(out))
+    h_all = x + new_attn
+    new_ffn = ffn_cache.clone()
+    for b in range(B):
+        for i in range(L):
+            if rows[b, i]:
+                hn = p.ffn_norm(h_all[b, i])
+                new_ffn[b, i] = p.down_proj(F.silu(p.gate_proj(hn)) * p.up_proj(hn))
+    return h_all + new_ffn, k_cache, v_cache, new_attn, new_ffn
+
+
+def test_random_rows_match_naive_reference(any_model):
+    # float64 so the naive loop (another summation order) must agree to rounding
+    model = copy.deepcopy(any_model.model).double()
+    x, valid, positions = _canvas(model, seed=3)
+    ex = PartialLayerExecutor(model, valid, positions)
+    ex.forward(x, None, full=True, head_start=0, head_end=1)  # fill the caches
+    x[:, 12:15] = torch.tensor([66, 67, 68])
+    g = torch.Generator().manual_seed(7)
+    chosen = [torch.rand(x.shape, generator=g) < 0.4 for _ in range(model.n_layers)]
+    chosen[0][1] = False  # a batch row with no recomputed rows in layer 0
+    seen = {}
+
+    def rows_fn(layer, ctx):
+        snapshot = [t[layer].clone() for t in (ex.k, ex.v, ex.attn, ex.ffn)]
+        seen[layer] = (ctx.hidden.clone(), snapshot)
+        return chosen[layer]
+
+    ex.forward(x, rows_fn, full=False, head_start=0, head_end=1)
+    for layer in range(model.n_layers):
+        hidden, (k, v, a, f) = seen[layer]
+        want_out, want_k, want_v, want_a, want_f = _naive_layer(model, layer, hidden, chosen[layer], k, v, a, f, positions)
+        for got, want in ((ex.k[layer], want_k), (ex.v[layer], want_v), (ex.attn[layer], want_a), (ex.ffn[layer], want_f)):
+            torch.testing.assert_close(got, want, atol=1e-9, rtol=1e-9)
+        if layer + 1 < model.n_layers:
+            torch.testing.assert_close(seen[layer + 1][0], want_out, atol=1e-9, rtol=1e-9)
+    # rows never chosen keep their cached K/V untouched
+    untouched = ~chosen[0]
+    assert torch.equal(ex.k[0][untouched], seen[0][1][0][untouched])
+
+
+def test_no_rows_reuses_everything(llada):
+    model = llada.model
+    x, valid, positions = _canvas(model)
+    ex = PartialLayerExecutor(model, valid, positions)
+    first = ex.forward(x, None, full=True, head_start=0, head_end=x.shape[1])
+    again = ex.forward(x, lambda layer, ctx: None, full=False, head_start=0, head_end=x.shape[1])
+    torch.testing.assert_close(again, first, atol=1e-6, rtol=0)
+    assert int(ex.rows_per_layer.sum()) == model.n_layers * x.numel()
+
+
+def test_mask_to_index_pads_with_first_selected():
+    rows = torch.tensor([[False, True, False, True], [False, False, False, False], [True, True, True, False]])
+    index, writable = mask_to_index(rows)
+    assert index.tolist() == [[1, 3, 1], [0, 0, 0], [0, 1, 2]]
+    assert writable.tolist() == [[True] * 3, [False] * 3, [True] * 3]
