@@ -1,0 +1,145 @@
+"""Engine invariants over random configs, prompts and batches (hypothesis)."""
+
+from __future__ import annotations
+
+import attrs
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import dynamic_dllm as dd
+from dynamic_dllm.core.hookspecs import hookimpl
+from dynamic_dllm.policies.low_confidence import LowConfidence, RandomRemasking
+from dynamic_dllm.policies.scores import even_schedule
+
+
+@attrs.define
+class Spy(dd.UnmaskPolicy):
+    """Wraps an unmask policy and checks the engine contract at every step."""
+
+    inner: object
+    prompt: torch.Tensor
+    steps: list = attrs.Factory(list)
+    previous: object = None
+
+    def start(self, run):
+        self.inner.generation_start(run)
+
+    @hookimpl
+    def unmask_commit(self, state, logits):
+        P = state.prompt_length
+        assert torch.equal(state.x[:, :P], self.prompt), "prompt changed"
+        if self.previous is not None:
+            kept = self.previous != state.mask_id
+            assert torch.equal(state.x[kept], self.previous[kept]), "a committed token changed"
+        assert logits.shape[1] == state.block_end - state.block_start
+        commit = self.inner.unmask_commit(state, logits)
+        self.steps.append((state.block, state.step_in_block, state.block_masked.sum(1).clone(), commit.positions.sum(1)))
+        after = state.x.clone()
+        after[:, state.block_start:state.block_end] = torch.where(commit.positions, commit.tokens,
+                                                                  after[:, state.block_start:state.block_end])
+        self.previous = after
+        return commit
+
+
+configs = st.integers(1, 4).flatmap(lambda blocks: st.tuples(
+    st.just(blocks), st.sampled_from([2, 4, 8]), st.integers(1, 8)))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cfg=configs, lengths=st.lists(st.integers(1, 9), min_size=1, max_size=3),
+       remasking=st.sampled_from(["low-confidence", "random"]), temperature=st.sampled_from([0.0, 0.8]),
+       seed=st.integers(0, 2**16))
+def test_loop_invariants(llada, cfg, lengths, remasking, temperature, seed):
+    blocks, block_length, steps_per_block = cfg
+    steps_per_block = min(steps_per_block, block_length)
+    config = dd.GenerationConfig(gen_length=blocks * block_length, block_length=block_length,
+                                 steps=blocks * steps_per_block, temperature=temperature, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    P = max(lengths)
+    ids = torch.randint(0, 256, (len(lengths), P), generator=g)
+    mask = torch.arange(P) >= (P - torch.tensor(lengths))[:, None]
+    ids = torch.where(mask, ids, llada.model.pad_id)
+    inner = LowConfidence() if remasking == "low-confidence" else RandomRemasking()
+    spy = Spy(inner=inner, prompt=ids)
+    out = dd.generate(llada, ids, unmask=spy, attention_mask=mask, config=config)
+    assert not bool((out.sequences == llada.model.mask_id).any()), "masks left"
+    assert out.stats.nfe == config.steps == len(spy.steps)
+    per_block = {}
+    for block, step_in_block, masked_at_step, committed in spy.steps:
+        per_block.setdefault(block, []).append((masked_at_step, committed))
+    for block, rows in per_block.items():
+        assert len(rows) == steps_per_block
+        schedule = even_schedule(rows[0][0], steps_per_block)
+        for i, (masked_at_step, committed) in enumerate(rows):
+            assert torch.equal(committed, schedule[:, i]), "not the scheduled count"
+            assert bool((committed >= 1).all()), "a step committed nothing"
+    again = dd.generate(llada, ids, unmask=remasking, attention_mask=mask, config=config)
+    assert torch.equal(again.tokens, out.tokens), "same seed, different output"
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lengths=st.lists(st.integers(1, 12), min_size=2, max_size=4), seed=st.integers(0, 2**16),
+       unmask=st.sampled_from(["low-confidence", "entropy", "margin", "maskgit-plus"]))
+def test_batch_equals_single_runs(any_model, lengths, seed, unmask):
+    lm = any_model
+    config = dd.GenerationConfig(gen_length=16, block_length=8, steps=8)
+    g = torch.Generator().manual_seed(seed)
+    singles = [torch.randint(0, 256, (1, n), generator=g) for n in lengths]
+    P = max(lengths)
+    ids = torch.stack([torch.cat([torch.full((P - s.shape[1],), lm.model.pad_id), s[0]]) for s in singles])
+    mask = torch.arange(P) >= (P - torch.tensor(lengths))[:, None]
+    batched = dd.generate(lm, ids, unmask=unmask, attention_mask=mask, config=config)
+    for row, single in enumerate(singles):
+        alone = dd.generate(lm, single, unmask=unmask, config=config)
+        assert torch.equal(batched.tokens[row], alone.tokens[0]), f"row {row} differs from its single run"
+
+
+def test_stop_at_eos_fills_the_rest(llada):
+    config = dd.GenerationConfig(gen_length=32, block_length=8, steps=32, stop_at_eos=True)
+    ids = torch.tensor([[72, 105]])
+
+    @attrs.define
+    class EosFirst(LowConfidence):
+        def confidence(self, state, logits, tokens):
+            return torch.ones_like(tokens, dtype=torch.float)
+
+    class EmitsEos(EosFirst):
+        @hookimpl
+        def unmask_commit(self, state, logits):
+            commit = super().unmask_commit(state, logits)
+            return dd.Commit(positions=commit.positions, tokens=torch.full_like(commit.tokens, state.eos_id))
+
+    out = dd.generate(llada, ids, unmask=EmitsEos(), config=config)
+    assert out.stats.nfe == 8  # the first block only; the rest is filled with EOS
+    assert bool((out.tokens == llada.model.eos_id).all())
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(gen_length=30, block_length=8), "gen_length=30 is not a multiple of block_length=8"),
+    (dict(gen_length=32, block_length=8, steps=6), "steps=6 is not a multiple of the number of blocks 4"),
+    (dict(gen_length=32, block_length=8, steps=2), "steps=2 is fewer than the number of blocks 4"),
+    (dict(gen_length=0), "gen_length must be a positive integer"),
+    (dict(block_length=-8), "block_length must be a positive integer"),
+    (dict(temperature=-1.0), "temperature must be a number >= 0"),
+])
+def test_config_rules(bad, message):
+    with pytest.raises(ValueError, match=message):
+        dd.GenerationConfig(**bad)
+
+
+def test_prompt_rules_before_compute(llada):
+    config = dd.GenerationConfig(gen_length=480, block_length=32, steps=480)
+    with pytest.raises(ValueError, match="prompt length 40 \\+ gen_length 480 = 520 exceeds the model's maximum length 512"):
+        dd.generate(llada, torch.zeros(1, 40, dtype=torch.long), config=config)
+    with pytest.raises(ValueError, match="the prompt is empty"):
+        dd.generate(llada, torch.zeros(1, 0, dtype=torch.long), gen_length=32, steps=32)
+    with pytest.raises(ValueError, match="prompts must be non-empty strings"):
+        dd.generate(llada, "", gen_length=32, steps=32)
+    with pytest.raises(ValueError, match="contains the mask token"):
+        dd.generate(llada, torch.tensor([[1, llada.model.mask_id]]), gen_length=32, steps=32)
+    with pytest.raises(ValueError, match="unknown unmask policy 'nope'; known unmask policies: .*low-confidence"):
+        dd.generate(llada, "hi", unmask="nope")
+    with pytest.raises(ValueError, match="has no parameter 'budget'; its parameters: eps, top_p, top_k, alg_temp"):
+        dd.generate(llada, "hi", unmask="entropy:budget=3")
