@@ -1,0 +1,1 @@
+"""Synthetic task suite and training recipe of the shipped tiny model."""
