@@ -70,6 +70,8 @@ class LayerContext:
         self.hidden = hidden
         self._normed: Optional[torch.Tensor] = None
         self.fresh_values: Optional[torch.Tensor] = None
+        #: rows where ``fresh_values`` is fresh (bool ``[B, L]``); None = every row (see :meth:`values`)
+        self.fresh_value_rows: Optional[torch.Tensor] = None
 
     @property
     def parts(self) -> LayerParts:
@@ -81,13 +83,33 @@ class LayerContext:
             self._normed = self.parts.attn_norm(self.hidden)
         return self._normed
 
-    def values(self) -> torch.Tensor:
+    def values(self, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Fresh V ``[B, L, kv_dim]`` for all rows. Calling it makes the executor overwrite this
-        layer's whole V cache with these values (dLLM-Cache's rule); counted in the FLOP stats."""
-        if self.fresh_values is None:
+        layer's whole V cache with these values (dLLM-Cache's rule); counted in the FLOP stats.
+
+        With ``rows`` (bool ``[B, L]``) V is projected only for those rows: the result holds fresh V
+        there and the cached V elsewhere, and only those rows of the V cache are overwritten (the
+        FLOP stats count only them). Before the first step (no cache) every row is computed. A later
+        call asking for rows not yet fresh recomputes the union."""
+        ex = self.executor
+        if rows is not None and (not ex.ready or bool(rows.all())):
+            rows = None
+        if self.fresh_values is not None:
+            have = self.fresh_value_rows
+            if have is None or (rows is not None and not bool((rows & ~have).any())):
+                return self.fresh_values
+            rows = None if rows is None else rows | have
+        if rows is None:
             self.fresh_values = self.parts.v_proj(self.normed())
-            ex = self.executor
-            ex.extra_flops += 2 * self.hidden.shape[0] * self.hidden.shape[1] * ex.model.d_model * ex.model.kv_dim
+            self.fresh_value_rows = None
+            n_rows = self.hidden.shape[0] * self.hidden.shape[1]
+        else:
+            index, writable = mask_to_index(rows)
+            merged = self.cached_values().clone()
+            _scatter(merged, index, writable, self.parts.v_proj(_gather(self.normed(), index)))
+            self.fresh_values, self.fresh_value_rows = merged, rows
+            n_rows = index.numel()
+        ex.extra_flops += 2 * n_rows * ex.model.d_model * ex.model.kv_dim
         return self.fresh_values
 
     def cached_values(self) -> Optional[torch.Tensor]:
@@ -172,7 +194,8 @@ class PartialLayerExecutor:
         xn = ctx.normed()
         q = apply_rope(self._heads(p.q_proj(xn), m.n_heads), self.cos, self.sin, m.rope_full_precision)
         k = self._heads(p.k_proj(xn), m.n_kv_heads)
-        v = self._heads(ctx.fresh_values if ctx.fresh_values is not None else p.v_proj(xn), m.n_kv_heads)
+        fresh_all = ctx.fresh_values is not None and ctx.fresh_value_rows is None
+        v = self._heads(ctx.fresh_values if fresh_all else p.v_proj(xn), m.n_kv_heads)
         self.k[i], self.v[i] = k, v
         k_rot = apply_rope(k, self.cos, self.sin, m.rope_full_precision)
         self.attn[i] = p.o_proj(attention(q, k_rot, v, self.key_valid))

@@ -6,11 +6,17 @@ from ..core.hookspecs import hookimpl
 from .dream_samplers import DreamEntropy, DreamMargin, DreamOrigin, DreamSampler
 from .low_confidence import LowConfidence, RandomRemasking
 from .no_cache import NoCache
+from .dcu import DynamicCacheUpdating, DynamicDllmCache, UpdateWindow
+from .dllm_cache import DllmCache
 
 
 @hookimpl
 def register_cache_policies(register):
     register("none", NoCache)
+    register("dllm-cache", DllmCache)
+    register("dcu", DynamicCacheUpdating)
+    register("window", UpdateWindow)
+    register("dynamic-dllm-cache", DynamicDllmCache)
 
 
 @hookimpl

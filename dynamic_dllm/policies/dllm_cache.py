@@ -1,0 +1,85 @@
+"""dLLM-Cache (``dllm-cache``) — Liu et al., arXiv 2506.06295; released code maomaocun/dLLM-cache
+@ 17235bff (``dllm_cache/cache/Cache.py``, ``hooks/cache_hook_LLaDA.py``, ``hooks/cache_hook_Dream.py``).
+
+Rule, as the released hooks behave (step ``t`` = the engine's 0-based global step, i.e. the code's
+``current_step − 1``; the counter runs over the whole generation, never reset at block starts):
+
+* ``refresh_prompt = t % prompt_interval == 0`` (K_p), ``refresh_response = t % response_interval == 0`` (K_r).
+* Both: full step (every row of every layer).
+* **Layer 0 is always fully recomputed** (the hooks force both refresh flags on layer 0).
+* Response refresh only: every response row recomputed (attention against cached prompt K/V);
+  prompt attention/FFN outputs reused.
+* Otherwise the *V-verify* partial update (if ``ratio`` ρ > 0): V is re-projected for all response
+  rows (the response part of the V cache is overwritten, the prompt part is not — this uses
+  :meth:`LayerContext.values` with a row subset), and the ``int(G · ρ)`` response rows whose fresh V
+  is least cosine-similar to the previous step's cached V are recomputed (Q, K, attention over all
+  keys, FFN). On a prompt refresh step the prompt rows are recomputed as well.
+
+"Response rows" are the hidden rows from ``P − logit_shift`` on: for LLaDA the G generated
+positions exactly as in the released code; for Dream also the last prompt row ``P − 1``, whose
+hidden state produces the logits of the first generated position (the released Dream hook splits at
+``P`` and would leave that row frozen between prompt refreshes — a deliberate deviation, so that
+every row whose output is decoded can be refreshed). ``int(G · ρ)`` is unchanged. Prompt rows include
+left padding, as ``x[:, :P]`` does in the released code. Defaults K_p = 100, K_r = 7, ρ = 0.25 are
+the released demo / FLOPs-script settings (the Dynamic-dLLM paper's LLaDA baseline uses 50 / 7).
+"""
+
+from __future__ import annotations
+
+import attrs
+import torch
+import torch.nn.functional as F
+
+from ..core.hookspecs import hookimpl
+from ..core.policy import CachePolicy, RunInfo
+
+
+def _positive_int(instance, attribute, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{attribute.name} must be a positive integer, got {value!r}")
+
+
+def _ratio(instance, attribute, value):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{attribute.name} must be a number in [0, 1], got {value!r}")
+
+
+@attrs.define
+class DllmCache(CachePolicy):
+    """dLLM-Cache: prompt refreshed every K_p steps, response every K_r; in between V-verify recomputes the ρ·G least V-similar response rows (layer 0 always full)."""
+
+    prompt_interval: int = attrs.field(default=100, validator=_positive_int)
+    response_interval: int = attrs.field(default=7, validator=_positive_int)
+    ratio: float = attrs.field(default=0.25, validator=_ratio)
+
+    def start(self, run: RunInfo) -> None:
+        self.response_start = max(run.prompt_length - run.logit_shift, 0)
+        self.n_replace = int(run.config.gen_length * self.ratio)
+        B, L = run.batch_size, run.length
+        self.response_rows = torch.zeros(B, L, dtype=torch.bool, device=run.device)
+        self.response_rows[:, self.response_start:] = True
+        self.prompt_rows = ~self.response_rows
+        self.all_rows = torch.ones(B, L, dtype=torch.bool, device=run.device)
+
+    @hookimpl
+    def cache_step_start(self, state):
+        self.refresh_prompt = state.step % self.prompt_interval == 0
+        self.refresh_response = state.step % self.response_interval == 0
+        return True if (self.refresh_prompt and self.refresh_response) else None
+
+    @hookimpl
+    def cache_rows(self, state, layer: int, context):
+        if layer == 0 or (self.refresh_prompt and self.refresh_response):
+            return self.all_rows
+        if self.refresh_response:
+            return self.response_rows
+        rows = self.prompt_rows.clone() if self.refresh_prompt else torch.zeros_like(self.all_rows)
+        if self.n_replace > 0:
+            r0 = self.response_start
+            fresh = context.values(rows=self.response_rows)[:, r0:]
+            cached = context.cached_values()[:, r0:]  # the previous step's V (written back after this hook)
+            sim = F.cosine_similarity(fresh.float(), cached.float(), dim=-1)
+            k = min(self.n_replace, sim.shape[1])
+            least = torch.topk(sim, k, dim=1, largest=False).indices + r0
+            rows.scatter_(1, least, True)
+        return rows
