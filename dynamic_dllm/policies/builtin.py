@@ -5,6 +5,10 @@ from __future__ import annotations
 from ..core.hookspecs import hookimpl
 from .dream_samplers import DreamEntropy, DreamMargin, DreamOrigin, DreamSampler
 from .low_confidence import LowConfidence, RandomRemasking
+from .threshold import ThresholdDecoding
+from .factor import FactorDecoding
+from .apd import AdaptiveParallelDecoding
+from .eb_sampler import EntropyBoundedSampler
 from .no_cache import NoCache
 from .dcu import DynamicCacheUpdating, DynamicDllmCache, UpdateWindow
 from .dllm_cache import DllmCache
@@ -27,3 +31,7 @@ def register_unmask_policies(register):
     register("margin", DreamMargin)
     register("entropy", DreamEntropy)
     register("origin", DreamOrigin)
+    register("threshold", ThresholdDecoding)
+    register("factor", FactorDecoding)
+    register("apd", AdaptiveParallelDecoding)
+    register("eb-sampler", EntropyBoundedSampler)
