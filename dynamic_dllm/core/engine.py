@@ -1,7 +1,8 @@
 """The denoising loop shared by every policy.
 
 canvas = prompt + ``gen_length`` MASKs, split into blocks decoded left to right. Each step:
-cache policies may ask for a full step and choose, per layer, the rows to recompute (united);
+cache policies may ask for a full step and choose, per layer, the rows to recompute (united)
+and optionally the keys attention may use (intersected);
 the partial-layer executor runs the model; the unmask policy picks commits among the current
 block's masks; the engine writes them and records stats. The loop never looks at policy names;
 it checks the commit contract (only masked current-block positions) and that a block finishes
@@ -47,6 +48,13 @@ def _union(answers: list) -> Optional[torch.Tensor]:
     for a in answers:
         rows = a if rows is None else rows | a
     return rows
+
+
+def _intersection(answers: list) -> Optional[torch.Tensor]:
+    keys = None
+    for a in answers:
+        keys = a if keys is None else keys & a
+    return keys
 
 
 def check_inputs(model: DecoderModel, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor],
@@ -118,14 +126,17 @@ def denoise(model: DecoderModel, input_ids: torch.Tensor, config: GenerationConf
             def rows_fn(layer, ctx, _state=state):
                 return _union(hooks.call("cache_rows", state=_state, layer=layer, context=ctx))
 
+            def keys_fn(layer, ctx, _state=state):
+                return _intersection(hooks.call("cache_keys", state=_state, layer=layer, context=ctx))
+
             if cfg:
                 uncond = x.clone()
                 uncond[:, :P] = model.mask_id
-                both = executor.forward(torch.cat([x, uncond]), rows_fn, full, bs - shift, be - shift)
+                both = executor.forward(torch.cat([x, uncond]), rows_fn, full, bs - shift, be - shift, keys_fn)
                 cond, un = both[:B], both[B:]
                 logits = un + (config.cfg_scale + 1) * (cond - un)
             else:
-                logits = executor.forward(x, rows_fn, full, bs - shift, be - shift)
+                logits = executor.forward(x, rows_fn, full, bs - shift, be - shift, keys_fn)
             commit: Commit = hooks.call("unmask_commit", state=state, logits=logits)
             if commit is None:
                 raise RuntimeError(f"unmask policy {hooks.unmask_name} returned no commit")

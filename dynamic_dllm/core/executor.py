@@ -12,7 +12,13 @@ the attention-block output A (after the output projection) and the FFN output F.
 
 Rows outside ``U_l`` reuse their cached A and F but add them to their *current* residual stream,
 so a stale row still moves when its input moves (dLLM-Cache / Dynamic-dLLM semantics). With
-``U_l`` = all rows this is exactly the plain forward. Everything is batched: a row set is a bool
+``U_l`` = all rows this is exactly the plain forward.
+
+Key subsets (optional): ``keys_fn(layer, ctx)`` may return a bool ``[B, L]`` keep-mask; the layer's
+attention (every query it computes, dense or partial) then sees only kept keys (intersected with the
+padding mask; ``ctx.key_mask`` holds the result). Cached K/V of dropped keys stay in the cache.
+None, or a mask keeping every valid key, is exactly the default. Sparse-dLLM evicts K/V this way,
+scoring keys with :meth:`LayerContext.key_importance`. Everything is batched: a row set is a bool
 ``[B, L]`` turned into a padded index ``[B, R]`` for gather/scatter.
 """
 
@@ -70,6 +76,10 @@ class LayerContext:
         self.hidden = hidden
         self._normed: Optional[torch.Tensor] = None
         self.fresh_values: Optional[torch.Tensor] = None
+        #: fresh pre-RoPE K of all rows (see :meth:`keys`), reused by a dense layer
+        self.fresh_keys: Optional[torch.Tensor] = None
+        #: key mask the layer's attention uses (padding ∧ the ``keys_fn`` answer); None = all keys
+        self.key_mask: Optional[torch.Tensor] = executor.key_valid
         #: rows where ``fresh_values`` is fresh (bool ``[B, L]``); None = every row (see :meth:`values`)
         self.fresh_value_rows: Optional[torch.Tensor] = None
 
@@ -112,6 +122,34 @@ class LayerContext:
         ex.extra_flops += 2 * n_rows * ex.model.d_model * ex.model.kv_dim
         return self.fresh_values
 
+    def keys(self) -> torch.Tensor:
+        """Fresh pre-RoPE K ``[B, L, kv_dim]`` for all rows from this step's layer input. Unlike
+        :meth:`values` it does not change what the layer writes to the cache; a dense (all-rows)
+        layer reuses it, otherwise its FLOPs are counted as extra."""
+        if self.fresh_keys is None:
+            self.fresh_keys = self.parts.k_proj(self.normed())
+        return self.fresh_keys
+
+    def key_importance(self, query_rows: torch.Tensor) -> torch.Tensor:
+        """Importance ``[B, L]`` of every key position for the queries at ``query_rows`` (bool
+        ``[B, L]``): the mean over those query rows and over the query heads of the raw dot product
+        ``RoPE(q_i) . RoPE(k_j)`` (no scaling, no softmax; with GQA each K head is scored by its group
+        of query heads), all from this step's layer input (Sparse-dLLM's eviction score). Rows of the
+        batch with no query row score 0. Counted in the FLOP stats."""
+        ex, m = self.executor, self.executor.model
+        B, L, _ = self.hidden.shape
+        H, Hkv, D = m.n_heads, m.n_kv_heads, m.head_dim
+        index, _ = mask_to_index(query_rows)
+        counts = query_rows.sum(1)
+        weight = (torch.arange(index.shape[1], device=index.device) < counts[:, None]) / counts.clamp(min=1)[:, None]
+        q = ex._heads(self.parts.q_proj(_gather(self.normed(), index)), H)
+        q = apply_rope(q, _gather(ex.cos, index), _gather(ex.sin, index), m.rope_full_precision)
+        mean_q = (q * weight[:, :, None, None].to(q.dtype)).sum(1)  # [B, H, D]
+        per_kv_head = mean_q.view(B, Hkv, H // Hkv, D).sum(2) / H   # query heads h // (H // Hkv) share K head
+        k = apply_rope(ex._heads(self.keys(), Hkv), ex.cos, ex.sin, m.rope_full_precision)
+        ex.extra_flops += 2 * index.numel() * m.d_model * m.d_model + 2 * B * L * m.kv_dim
+        return torch.einsum("bgd,blgd->bl", per_kv_head, k)
+
     def cached_values(self) -> Optional[torch.Tensor]:
         """This layer's V cache ``[B, L, kv_dim]`` as left by the previous step (None before the first)."""
         v = self.executor.v
@@ -124,6 +162,7 @@ class LayerContext:
 
 
 RowsFn = Callable[[int, LayerContext], Optional[torch.Tensor]]
+KeysFn = Callable[[int, LayerContext], Optional[torch.Tensor]]
 
 
 class PartialLayerExecutor:
@@ -157,10 +196,13 @@ class PartialLayerExecutor:
         self.ffn = torch.zeros_like(self.attn)
 
     @torch.no_grad()
-    def forward(self, tokens: torch.Tensor, rows_fn: Optional[RowsFn], full: bool, head_start: int, head_end: int) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, rows_fn: Optional[RowsFn], full: bool, head_start: int, head_end: int,
+                keys_fn: Optional[KeysFn] = None) -> torch.Tensor:
         """One step. ``rows_fn(layer, ctx)`` gives the bool ``[B, L]`` rows to recompute (None or
         no rows = reuse everything); ``full`` (or an empty cache) recomputes every row of every
-        layer. Returns logits ``[B, head_end - head_start, V]`` of hidden rows [head_start, head_end)."""
+        layer. ``keys_fn(layer, ctx)`` (called after ``rows_fn``) optionally gives the bool ``[B, L]``
+        keys the layer's attention may use (None = all). Returns logits ``[B, head_end - head_start, V]``
+        of hidden rows [head_start, head_end)."""
         x = self.model.embed(tokens)
         full = full or not self.ready
         if not self.ready:
@@ -169,7 +211,12 @@ class PartialLayerExecutor:
         for i in range(self.model.n_layers):
             ctx = LayerContext(self, i, x)
             rows = rows_fn(i, ctx) if rows_fn is not None else None
-            if full or (rows is not None and bool(rows.all())):
+            if keys_fn is not None:
+                ctx.key_mask = self._key_mask(keys_fn(i, ctx))
+            dense = full or (rows is not None and bool(rows.all()))
+            if ctx.fresh_keys is not None and not dense:  # asked for by a policy, not reused
+                self.extra_flops += 2 * B * L * self.model.d_model * self.model.kv_dim
+            if dense:
                 x = self._dense_layer(i, ctx)
                 self.rows_per_layer[i] += B * L
             elif rows is None or not bool(rows.any()):
@@ -182,6 +229,17 @@ class PartialLayerExecutor:
         h = x[:, head_start:head_end]
         return self.model.head(self.model.final_norm(h))
 
+    def _key_mask(self, keep: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        """Padding mask ∧ ``keep``; the padding mask itself (None without padding) when ``keep``
+        drops no valid key, so such an answer runs exactly the default attention."""
+        base = self.key_valid
+        if keep is None:
+            return base
+        mask = keep if base is None else keep & base
+        if (base is None and bool(mask.all())) or (base is not None and torch.equal(mask, base)):
+            return base
+        return mask
+
     def _heads(self, t: torch.Tensor, n: int) -> torch.Tensor:
         return t.view(*t.shape[:2], n, self.model.head_dim)
 
@@ -193,12 +251,12 @@ class PartialLayerExecutor:
         m, p, x = self.model, self.parts[i], ctx.hidden
         xn = ctx.normed()
         q = apply_rope(self._heads(p.q_proj(xn), m.n_heads), self.cos, self.sin, m.rope_full_precision)
-        k = self._heads(p.k_proj(xn), m.n_kv_heads)
+        k = self._heads(ctx.fresh_keys if ctx.fresh_keys is not None else p.k_proj(xn), m.n_kv_heads)
         fresh_all = ctx.fresh_values is not None and ctx.fresh_value_rows is None
         v = self._heads(ctx.fresh_values if fresh_all else p.v_proj(xn), m.n_kv_heads)
         self.k[i], self.v[i] = k, v
         k_rot = apply_rope(k, self.cos, self.sin, m.rope_full_precision)
-        self.attn[i] = p.o_proj(attention(q, k_rot, v, self.key_valid))
+        self.attn[i] = p.o_proj(attention(q, k_rot, v, ctx.key_mask))
         h = x + self.attn[i]
         self.ffn[i] = self._ffn(p, h)
         return h + self.ffn[i]
@@ -214,7 +272,7 @@ class PartialLayerExecutor:
         _scatter(self.k[i], index, writable, self._heads(p.k_proj(xn), m.n_kv_heads))
         _scatter(self.v[i], index, writable, self._heads(p.v_proj(xn), m.n_kv_heads))
         k_rot = apply_rope(self.k[i], self.cos, self.sin, m.rope_full_precision)
-        _scatter(self.attn[i], index, writable, p.o_proj(attention(q, k_rot, self.v[i], self.key_valid)))
+        _scatter(self.attn[i], index, writable, p.o_proj(attention(q, k_rot, self.v[i], ctx.key_mask)))
         h = x + self.attn[i]
         _scatter(self.ffn[i], index, writable, self._ffn(p, _gather(h, index)))
         return h + self.ffn[i]

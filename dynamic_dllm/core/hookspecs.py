@@ -7,7 +7,8 @@ Two kinds of hooks:
   (the ``simonw/llm`` style) and calls it once per thing it provides.
 * **Step hooks**, implemented by the policy *instances* active in one generation. The engine
   registers them into a per-generation plugin manager and calls these hooks; several cache
-  policies may be active at once and the rows they return for a layer are united.
+  policies may be active at once: the rows they return for a layer are united, the keys they
+  keep (``cache_keys``) intersected.
 """
 
 from __future__ import annotations
@@ -72,6 +73,13 @@ class StepSpecs:
     def cache_rows(self, state: "StepState", layer: int, context: "LayerContext") -> Optional["torch.Tensor"]:
         """Rows layer ``layer`` must recompute this step: bool ``[B, L]``; None = no opinion.
         The answers of all active cache policies are united (logical or)."""
+
+    @hookspec
+    def cache_keys(self, state: "StepState", layer: int, context: "LayerContext") -> Optional["torch.Tensor"]:
+        """Keys layer ``layer``'s attention may use this step: bool ``[B, L]`` keep-mask; None = all
+        keys. Called after :meth:`cache_rows`; the answers of all active cache policies are
+        intersected (logical and), then with the padding mask. Applies to every query the layer
+        computes (also on full steps). Dropped keys' cached K/V are kept, not deleted."""
 
     @hookspec
     def cache_step_end(self, state: "StepState", committed: "torch.Tensor") -> None:

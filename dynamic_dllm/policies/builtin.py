@@ -12,6 +12,10 @@ from .eb_sampler import EntropyBoundedSampler
 from .no_cache import NoCache
 from .dcu import DynamicCacheUpdating, DynamicDllmCache, UpdateWindow
 from .dllm_cache import DllmCache
+from .dkv_cache import DkvCache
+from .dual import DualCache
+from .prefix import PrefixCache
+from .sparse_dllm import SparseDllm
 
 
 @hookimpl
@@ -21,6 +25,10 @@ def register_cache_policies(register):
     register("dcu", DynamicCacheUpdating)
     register("window", UpdateWindow)
     register("dynamic-dllm-cache", DynamicDllmCache)
+    register("prefix", PrefixCache)
+    register("dual", DualCache)
+    register("dkv-cache", DkvCache)
+    register("sparse-dllm", SparseDllm)
 
 
 @hookimpl

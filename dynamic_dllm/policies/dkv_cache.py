@@ -1,0 +1,86 @@
+"""Cache policy ``dkv-cache`` — dKV-Cache-Decode (delayed caching of decoded tokens' K/V).
+
+Source: Ma et al., *dKV-Cache* (arXiv 2505.15781); horseee/dKV-Cache
+``generation_utils/llada_dkv_cache_decode.py`` (LLaDA) and ``dream_generation_utils.py`` with
+``cache_type="decoded"`` (Dream).
+
+Rule. The step counter ``i`` is **per block** (``StepState.step_in_block``; the reference resets
+its cache and counter at every block):
+
+* ``i == 0``, ``i == 1`` or ``i % refresh_interval == 0``: a **full step** (every row of every layer,
+  all K/V refreshed — the prompt's K/V are cached from these refreshes);
+* otherwise every layer recomputes the positions that were masked at the start of the previous
+  step, i.e. the still-masked positions (all of them, current block and suffix) plus the tokens
+  committed at the previous step; every other position's K/V is read from the cache. So a token
+  committed at step ``t`` is recomputed once more, with its real token, at step ``t + 1`` (its K/V
+  stored then) and read from the cache from step ``t + 2`` on (the one-step delay). Masked tokens
+  are never cached.
+
+``refresh_interval`` (reference ``cache_reloading_step`` / ``cache_steps``): ``None`` (default)
+picks it from the model family — 8 for LLaDA, 4 for AR-initialised Dream (``logit_shift`` 1), the
+values of the released scripts and of the Dynamic-dLLM paper. ``refresh_interval=1`` makes every
+step full (exactly the ``none`` policy).
+
+Dream (``logit_shift`` 1): hidden row ``j`` predicts token ``j + 1``, so row ``j`` is recomputed
+when token ``j`` *or* token ``j + 1`` is in the set above (the reference's ``shift_type="un_right"``
+rule: row ``j`` is cacheable only when both ``x[j]`` and ``x[j+1]`` are decoded). In particular the
+last prompt token stays uncached while the first generated position is masked. Row sets are per
+batch row.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import attrs
+import torch
+
+from ..core.hookspecs import hookimpl
+from ..core.policy import CachePolicy
+
+#: refresh intervals used when ``refresh_interval`` is None, keyed by the model's logit shift
+DEFAULT_INTERVAL = {0: 8, 1: 4}
+
+
+def _optional_positive_int(instance, attribute, value):
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+        raise ValueError(f"{attribute.name} must be a positive integer or None (auto: 8 for LLaDA, 4 for Dream), got {value!r}")
+
+
+def shift_rows(fresh: torch.Tensor, logit_shift: int) -> torch.Tensor:
+    """Rows that must be recomputed when the *tokens* ``fresh`` (bool ``[B, L]``) change: the rows
+    themselves and, with a logit shift, the rows whose output predicts them (row ``j`` for token ``j + 1``)."""
+    if not logit_shift:
+        return fresh
+    predicts = torch.zeros_like(fresh)
+    predicts[:, :-logit_shift] = fresh[:, logit_shift:]
+    return fresh | predicts
+
+
+@attrs.define
+class DkvCache(CachePolicy):
+    """dKV-Cache-Decode: decoded tokens' K/V cached with a one-step delay, masked tokens always
+    recomputed, full refresh at steps 0 and 1 of each block and every ``refresh_interval`` steps."""
+
+    refresh_interval: Optional[int] = attrs.field(default=None, validator=_optional_positive_int)
+    interval: int = attrs.field(default=0, init=False)
+    rows: Optional[torch.Tensor] = attrs.field(default=None, init=False, repr=False)
+
+    def start(self, run) -> None:
+        self.interval = self.refresh_interval or DEFAULT_INTERVAL.get(run.logit_shift, 8)
+        self.rows = None
+
+    def is_refresh(self, step_in_block: int) -> bool:
+        return step_in_block <= 1 or step_in_block % self.interval == 0
+
+    @hookimpl
+    def cache_step_start(self, state) -> bool:
+        if self.is_refresh(state.step_in_block):
+            self.rows = None
+            return True
+        self.rows = shift_rows(state.masked | state.last_committed, state.logit_shift)
+        return False
+
+    @hookimpl
+    def cache_rows(self, state, layer, context) -> Optional[torch.Tensor]:
+        return self.rows
