@@ -121,10 +121,16 @@ def allocate_budgets(total, weights: torch.Tensor, cap) -> torch.Tensor:
     return alloc
 
 
+#: token dynamics below this are rounding noise of an unchanged vector (fp32 dot vs. norms) and count as 0
+ROUNDING_TOLERANCE = 1e-6
+
+
 def _cosine_distance(cur: torch.Tensor, cur_norm: torch.Tensor, prev: torch.Tensor, prev_norm: torch.Tensor) -> torch.Tensor:
-    """``1 − cos`` along the last axis, ``[B, L]`` (zero vectors count as unchanged)."""
-    dot = torch.einsum("bld,bld->bl", cur, prev).float()
-    return 1.0 - dot / (cur_norm * prev_norm).clamp_min(1e-12)
+    """``1 − cos`` along the last axis in fp32, ``[B, L]``; values under :data:`ROUNDING_TOLERANCE`
+    (an unchanged vector up to rounding) are 0, so an unchanged layer has dynamics exactly 0."""
+    dot = torch.einsum("bld,bld->bl", cur.float(), prev.float())
+    d = 1.0 - dot / (cur_norm * prev_norm).clamp_min(1e-12)
+    return d.masked_fill_(d < ROUNDING_TOLERANCE, 0.0)
 
 
 @attrs.define

@@ -1,0 +1,259 @@
+"""dcu, window and the dynamic-dllm-cache preset: budget arithmetic, row rules, invariants on real
+(tiny) LLaDA and Dream runs with left-padded batches, and the degenerate equivalences with ``none``."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import dynamic_dllm as dd
+from dynamic_dllm.core import engine
+from dynamic_dllm.core.hookspecs import hookimpl
+from dynamic_dllm.core.policy import RunInfo
+from dynamic_dllm.core.registry import get_registry
+from dynamic_dllm.core.types import GenerationConfig
+from dynamic_dllm.policies.dcu import DynamicCacheUpdating, UpdateWindow, allocate_budgets, window_rows
+
+GEN = dict(gen_length=32, block_length=8, steps=32)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one intra-op thread is as fast and does not collapse on a busy shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def padded_batch(model, seed=0):
+    """Two prompts, the second left-padded by 3 (pad id 0 = an ordinary token, masked out)."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, min(model.vocab_size, 200), (2, 9), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0
+    ids[1, :3] = 0
+    return ids, mask
+
+
+# --- budget arithmetic -----------------------------------------------------------------------
+
+
+def test_largest_remainder_example():
+    # quotas 10 * (1/3, 1/3, 1/3) = 3.33 each → floors 3,3,3, one extra to the lowest index on a tie
+    assert allocate_budgets(10, torch.ones(1, 3), 100).tolist() == [[4, 3, 3]]
+    # quotas 7 * (0.5, 0.3, 0.2) = 3.5, 2.1, 1.4 → floors 3,2,1 (sum 6); largest remainder .5 → layer 0
+    assert allocate_budgets(7, torch.tensor([[0.5, 0.3, 0.2]]), 100).tolist() == [[4, 2, 1]]
+    # quotas 7 * (0.2, 0.3, 0.5) = 1.4, 2.1, 3.5 → the extra one goes to the .5 remainder (layer 2)
+    assert allocate_budgets(7, torch.tensor([[0.2, 0.3, 0.5]]), 100).tolist() == [[1, 2, 4]]
+
+
+def test_zero_weight_layer_gets_nothing_and_cap_overflow_moves_on():
+    out = allocate_budgets(12, torch.tensor([[1.0, 0.0, 3.0]]), 100)
+    assert out.tolist() == [[3, 0, 9]]
+    # cap 5: layer 2 would get 9 → 5, its 4 overflow go to layer 0 (the only other open layer with s > 0)
+    assert allocate_budgets(12, torch.tensor([[1.0, 0.0, 3.0]]), 5).tolist() == [[5, 0, 5]]
+    # all weights zero → uniform
+    assert allocate_budgets(6, torch.zeros(1, 3), 100).tolist() == [[2, 2, 2]]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    total=st.integers(0, 400),
+    weights=st.lists(st.lists(st.sampled_from([0.0, 0.0, 1e-9, 0.01, 0.1, 0.3, 1.0, 7.5]), min_size=5, max_size=5), min_size=1, max_size=3),
+    cap=st.integers(1, 90),
+)
+def test_budget_invariants(total, weights, cap):
+    w = torch.tensor(weights)
+    out = allocate_budgets(total, w, cap)
+    assert out.dtype == torch.long and bool((out >= 0).all()) and bool((out <= cap).all())
+    positive = torch.where(w.sum(1, keepdim=True) > 0, w > 0, torch.ones_like(w, dtype=torch.bool))
+    assert bool((out[~positive] == 0).all()), "a layer whose inputs did not change got budget"
+    expected_sum = torch.clamp(positive.sum(1) * cap, max=total)
+    assert out.sum(1).tolist() == expected_sum.tolist()
+    # without capping, every layer is within one row of its exact proportional quota
+    if int(positive.sum(1).min()) * cap >= total and total <= cap:
+        ww = torch.where(positive, w.double() if bool((w.sum(1) > 0).all()) else positive.double(), 0.0)
+        quota = total * ww / ww.sum(1, keepdim=True)
+        assert bool(((out.double() - quota).abs() < 1.0 + 1e-9).all())
+
+
+# --- DCU on synthetic layer inputs -------------------------------------------------------------
+
+
+def _run_info(n_layers, B, L, gen_length=16):
+    cfg = GenerationConfig(gen_length=gen_length, block_length=gen_length, steps=gen_length)
+    return RunInfo(config=cfg, batch_size=B, prompt_length=L - gen_length, length=L, n_layers=n_layers, d_model=8,
+                   mask_id=0, eos_id=1, logit_shift=0, device=torch.device("cpu"))
+
+
+def _state(step, B, L, n_layers):
+    return SimpleNamespace(step=step, valid=torch.ones(B, L, dtype=torch.bool), batch_size=B, n_layers=n_layers,
+                           x=torch.zeros(B, L, dtype=torch.long))
+
+
+def test_dcu_unchanged_layer_gets_no_budget_and_rows_are_top_dynamics():
+    n_layers, B, L = 3, 2, 20
+    dcu = DynamicCacheUpdating(budget=4)
+    dcu.generation_start(_run_info(n_layers, B, L))
+    g = torch.Generator().manual_seed(0)
+    inputs = [torch.randn(B, L, 8, generator=g) for _ in range(n_layers)]
+
+    def step(t, new_inputs):
+        state = _state(t, B, L, n_layers)
+        full = dcu.cache_step_start(state)
+        rows = [dcu.cache_rows(state, i, SimpleNamespace(normed=lambda x=x: x)) for i, x in enumerate(new_inputs)]
+        return full, rows
+
+    full, rows = step(0, inputs)
+    assert full is True and all(r is None for r in rows)
+    # step 1: layer 1 unchanged; layers 0 and 2 move (layer 2 three times as many rows)
+    moved = [x.clone() for x in inputs]
+    moved[0][:, :2] += torch.randn(B, 2, 8, generator=g)
+    moved[2][:, :6] += torch.randn(B, 6, 8, generator=g)
+    full, rows = step(1, moved)
+    assert full is None
+    assert dcu.budgets.tolist() == [[4, 4, 4]] * B  # no previous dynamics yet: uniform
+    assert float(dcu.dynamics[:, 1].abs().max()) < 1e-6 and bool((dcu.dynamics[:, [0, 2]] > 0).all())
+    # the layer-2 rows chosen are the 4 most changed ones (all among the 6 perturbed)
+    assert bool((rows[2].sum(1) == 4).all()) and not bool(rows[2][:, 6:].any())
+    # step 2: budget follows step-1 dynamics; layer 1 (unchanged) gets none
+    full, rows = step(2, moved)
+    budgets = dcu.budgets
+    assert bool((budgets[:, 1] == 0).all()) and budgets.sum(1).tolist() == [12] * B
+    assert bool((budgets[:, 2] > budgets[:, 0]).all())
+    assert rows[1] is None or not bool(rows[1].any())
+
+
+# --- window ----------------------------------------------------------------------------------
+
+
+def test_window_rows_centre_size_and_shift():
+    valid = torch.ones(1, 40, dtype=torch.bool)
+    rows = window_rows(torch.tensor([20]), valid, 8, 0)
+    assert rows.nonzero()[:, 1].tolist() == list(range(17, 25))  # 3 left of 20, 4 right
+    rows = window_rows(torch.tensor([20]), valid, 8, 1)  # Dream: centred on the row 19 that predicts 20
+    assert rows.nonzero()[:, 1].tolist() == list(range(16, 24))
+    assert window_rows(torch.tensor([1]), valid, 8, 0).nonzero()[:, 1].tolist() == list(range(0, 8))
+    assert window_rows(torch.tensor([39]), valid, 8, 0).nonzero()[:, 1].tolist() == list(range(32, 40))
+    padded = valid.clone()
+    padded[0, :5] = False
+    assert window_rows(torch.tensor([6]), padded, 8, 0).nonzero()[:, 1].tolist() == list(range(5, 13))
+    assert window_rows(torch.tensor([6]), padded, 99, 0).nonzero()[:, 1].tolist() == list(range(5, 40))
+    assert int(window_rows(torch.tensor([9]), valid, 7, 0).sum()) == 7
+
+
+def test_window_key_is_rightmost_commit_and_persists():
+    win = UpdateWindow(size=4)
+    B, L, P = 2, 30, 10
+    win.generation_start(_run_info(1, B, L, gen_length=L - P))
+
+    def at(committed_cols):
+        committed = torch.zeros(B, L, dtype=torch.bool)
+        for b, cols in enumerate(committed_cols):
+            committed[b, cols] = True
+        state = SimpleNamespace(last_committed=committed, valid=torch.ones(B, L, dtype=torch.bool), logit_shift=0)
+        win.cache_step_start(state)
+        return win.rows.nonzero()[:, 1].view(B, -1).tolist()
+
+    assert at([[], []]) == [list(range(8, 12))] * 2  # before any commit: the last prompt position P-1 = 9
+    assert at([[12, 20, 15], [14]]) == [list(range(19, 23)), list(range(13, 17))]
+    assert at([[], [25]]) == [list(range(19, 23)), list(range(24, 28))]  # row 0 committed nothing: keeps 20
+
+
+# --- invariants on real runs ---------------------------------------------------------------------
+
+
+class RecordingDCU(DynamicCacheUpdating):
+    @hookimpl
+    def cache_rows(self, state, layer, context):
+        rows = super().cache_rows(state, layer, context)
+        self.log.append((state.step, layer, rows, None if self.budgets is None else self.budgets[:, layer].clone()))
+        return rows
+
+
+class RecordingWindow(UpdateWindow):
+    @hookimpl
+    def cache_rows(self, state, layer, context):
+        rows = super().cache_rows(state, layer, context)
+        self.log.append(rows)
+        return rows
+
+
+@pytest.mark.parametrize("score,allocation", [("input", "proportional"), ("value", "uniform")])
+def test_dcu_window_invariants(any_model, monkeypatch, score, allocation):
+    model = any_model.model
+    ids, mask = padded_batch(model)
+    dcu, win = RecordingDCU(budget=5, score=score, allocation=allocation), RecordingWindow(size=6)
+    dcu.log, win.log, unions = [], [], []
+    original = engine._union
+
+    def spy(answers):
+        out = original(answers)
+        unions.append(out)
+        return out
+
+    monkeypatch.setattr(engine, "_union", spy)
+    out = dd.generate(any_model, ids, attention_mask=mask, cache=[dcu, win], **GEN)
+    n_layers = model.n_layers
+    assert len(unions) == len(dcu.log) == len(win.log) == out.stats.nfe * n_layers
+    valid = torch.cat([mask.bool(), torch.ones(2, GEN["gen_length"], dtype=torch.bool)], 1)
+    budgets_seen = 0
+    for (step, layer, d_rows, budget), w_rows, union in zip(dcu.log, win.log, unions):
+        if step == 0:
+            continue
+        assert w_rows is not None and bool((w_rows <= union).all())           # window ⊆ update set
+        assert w_rows.sum(1).tolist() == [6, 6] and not bool((w_rows & ~valid).any())
+        extra = (union & ~w_rows).sum(1)
+        assert bool((extra <= budget).all())                                   # |rows − window| ≤ B_l
+        assert budget is not None and bool((budget >= 0).all())
+        if layer == 0:
+            budgets_seen += 1
+            assert dcu.budgets.sum(1).tolist() == [5 * n_layers] * 2            # budgets sum to the total
+        if d_rows is not None:
+            assert d_rows.sum(1).tolist() == budget.tolist() and not bool((d_rows & ~valid).any())
+    assert budgets_seen == out.stats.nfe - 1
+    assert 0 < out.stats.recompute_fraction < 1
+
+
+# --- degenerate equivalences with none ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", ["dcu:budget={L}", "dcu:budget={L},score=value", "window:size={L}",
+                                  "dynamic-dllm-cache:budget={L},window=0", "dllm-cache:prompt_interval=1,response_interval=1"])
+def test_degenerate_settings_equal_none(any_model, spec):
+    ids, mask = padded_batch(any_model.model, seed=3)
+    L = ids.shape[1] + GEN["gen_length"]
+    ref = dd.generate(any_model, ids, attention_mask=mask, cache="none", **GEN)
+    out = dd.generate(any_model, ids, attention_mask=mask, cache=spec.format(L=L), **GEN)
+    assert torch.equal(out.tokens, ref.tokens)
+    real_rows = float(mask.sum() + 2 * GEN["gen_length"]) / (2 * L)  # padding rows may be left stale
+    assert out.stats.recompute_fraction >= real_rows - 1e-9
+
+
+def test_small_budget_actually_caches(any_model):
+    """The counterpart of the equivalences: ordinary settings take the partial path."""
+    ids, mask = padded_batch(any_model.model, seed=3)
+    out = dd.generate(any_model, ids, attention_mask=mask, cache="dynamic-dllm-cache:budget=2,window=4", **GEN)
+    assert out.stats.recompute_fraction < 0.5
+
+
+# --- parameters ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", ["dcu:budget=-1", "dcu:score=key", "dcu:allocation=softmax", "dcu:budget=2.5",
+                                  "window:size=-3", "dynamic-dllm-cache:window=x", "dcu:windw=3"])
+def test_bad_parameters(spec):
+    with pytest.raises(ValueError):
+        get_registry().make_cache_policies(spec)
+
+
+def test_defaults_follow_gen_length(llada):
+    dcu, win = DynamicCacheUpdating(), UpdateWindow()
+    ids, _ = padded_batch(llada.model)
+    dd.generate(llada, ids[:1], cache=[dcu, win], gen_length=64, block_length=32, steps=2)
+    assert dcu.layer_budget == 8 and win.width == 8
