@@ -50,6 +50,7 @@ from typing import Optional
 
 import attrs
 import torch
+import torch.nn.functional as F
 
 from ..core.hookspecs import hookimpl
 from ..core.policy import CachePolicy, RunInfo
@@ -125,12 +126,17 @@ def allocate_budgets(total, weights: torch.Tensor, cap) -> torch.Tensor:
 ROUNDING_TOLERANCE = 1e-6
 
 
-def _cosine_distance(cur: torch.Tensor, cur_norm: torch.Tensor, prev: torch.Tensor, prev_norm: torch.Tensor) -> torch.Tensor:
-    """``1 − cos`` along the last axis in fp32, ``[B, L]``; values under :data:`ROUNDING_TOLERANCE`
-    (an unchanged vector up to rounding) are 0, so an unchanged layer has dynamics exactly 0."""
+def _inverse_norm(t: torch.Tensor) -> torch.Tensor:
+    """``1 / ||t||`` along the last axis in fp32, ``[B, L]`` (zero vectors: 1e12)."""
+    return torch.linalg.vector_norm(t, dim=-1, dtype=torch.float32).clamp_min_(1e-12).reciprocal_()
+
+
+def _cosine_distance(cur: torch.Tensor, cur_inv: torch.Tensor, prev: torch.Tensor, prev_inv: torch.Tensor) -> torch.Tensor:
+    """``1 − cos`` along the last axis in fp32, ``[B, L]``, from the vectors and their inverse norms;
+    values up to :data:`ROUNDING_TOLERANCE` (an unchanged vector up to rounding) are 0, so an
+    unchanged layer has dynamics exactly 0."""
     dot = torch.einsum("bld,bld->bl", cur.float(), prev.float())
-    d = 1.0 - dot / (cur_norm * prev_norm).clamp_min(1e-12)
-    return d.masked_fill_(d < ROUNDING_TOLERANCE, 0.0)
+    return F.threshold(1.0 - dot.mul_(cur_inv).mul_(prev_inv), ROUNDING_TOLERANCE, 0.0)
 
 
 @attrs.define
@@ -144,8 +150,9 @@ class DynamicCacheUpdating(CachePolicy):
     def start(self, run: RunInfo) -> None:
         self.layer_budget = self.budget if self.budget is not None else run.config.gen_length // 8
         self.total = self.layer_budget * run.n_layers
-        self.prev: list = [None] * run.n_layers          # previous step's (vectors [B, L, ·], norms [B, L])
-        self.dynamics: Optional[torch.Tensor] = None    # s [B, n_layers] of the current step
+        self.prev: list = [None] * run.n_layers          # previous step's (vectors [B, L, ·], 1/norms [B, L])
+        self.sums = torch.zeros(run.n_layers, run.batch_size, device=run.device)  # Σ_i d_i per layer, this step
+        self.dynamics: Optional[torch.Tensor] = None    # s [B, n_layers] of the current step (after its last layer)
         self.prev_dynamics: Optional[torch.Tensor] = None
         self.budgets: Optional[torch.Tensor] = None     # B_l [B, n_layers] of the current step
         self.full = True
@@ -153,8 +160,11 @@ class DynamicCacheUpdating(CachePolicy):
     @hookimpl
     def cache_step_start(self, state) -> Optional[bool]:
         self.full = state.step == 0 or (self.score == "input" and self.prev[0] is None)
-        self.valid = state.valid
-        self.valid_len = state.valid.sum(1)
+        if state.step == 0:
+            valid = state.valid
+            self.pad = None if bool(valid.all()) else ~valid
+            self.valid_len = valid.sum(1)
+            self.n_pad = (~valid).sum(1).float()
         self.budgets = None
         if not self.full:
             if self.allocation == "uniform" or self.prev_dynamics is None:
@@ -162,39 +172,45 @@ class DynamicCacheUpdating(CachePolicy):
             else:
                 weights = self.prev_dynamics
             self.budgets = allocate_budgets(self.total, weights, self.valid_len)
-            self._budget_cols = self.budgets.T.contiguous()  # [n_layers, B]
-        self.dynamics = torch.zeros(state.batch_size, state.n_layers, device=state.x.device)
+            k_max = self.budgets.max(0).values
+            self.k_max = k_max.tolist()
+            uniform = bool((self.budgets == k_max).all())
+            # keep[b, l, r]: rank r is within row b's budget for layer l (None: every row has the max)
+            self.keep = None if uniform else torch.arange(int(k_max.max()), device=state.x.device) < self.budgets[..., None]
         return True if self.full else None
 
     @hookimpl
     def cache_rows(self, state, layer: int, context) -> Optional[torch.Tensor]:
         if self.score == "input":
             cur = context.normed()
-            norm = torch.linalg.vector_norm(cur, dim=-1, dtype=torch.float32)
-            prev, self.prev[layer] = self.prev[layer], (cur, norm)
+            inv = _inverse_norm(cur)
+            prev, self.prev[layer] = self.prev[layer], (cur, inv)
         elif self.full:
             return None  # value mode: the V cache is filled by this full step
         else:
             cur = context.values()
-            norm = torch.linalg.vector_norm(cur, dim=-1, dtype=torch.float32)
+            inv = _inverse_norm(cur)
             ref = context.cached_values()  # still the previous step's V: the executor writes V after this hook
-            prev = (ref, torch.linalg.vector_norm(ref, dim=-1, dtype=torch.float32))
+            prev = (ref, _inverse_norm(ref))
         if prev is None:
             return None
-        valid = self.valid
-        d = torch.where(valid, _cosine_distance(cur, norm, *prev), 0.0)
-        self.dynamics[:, layer] = d.sum(1) / self.valid_len
+        d = _cosine_distance(cur, inv, *prev)
+        if self.pad is not None:
+            d.masked_fill_(self.pad, -1.0)  # padding: never a candidate; its -1s are undone in the sum
+            torch.add(d.sum(1), self.n_pad, out=self.sums[layer])
+        else:
+            torch.sum(d, 1, out=self.sums[layer])
         if layer == state.n_layers - 1:
-            self.prev_dynamics = self.dynamics
+            self.dynamics = self.prev_dynamics = (self.sums / self.valid_len).T.contiguous()
         if self.full:
             return None
-        k_row = self._budget_cols[layer]
-        k = int(k_row.max())
+        k = self.k_max[layer]
         if k == 0:
             return None
-        top = torch.topk(torch.where(valid, d, -1.0), k, dim=1).indices
-        keep = torch.arange(k, device=d.device) < k_row[:, None]
-        return torch.zeros_like(valid).scatter_(1, top, keep)
+        ragged = self.keep is not None  # batch rows with different budgets: keep the first B_l[b] by rank
+        top = torch.topk(d, k, dim=1, sorted=ragged).indices
+        keep = self.keep[:, layer, :k] if ragged else True
+        return torch.zeros(d.shape, dtype=torch.bool, device=d.device).scatter_(1, top, keep)
 
 
 def window_rows(key: torch.Tensor, valid: torch.Tensor, size: int, shift: int) -> torch.Tensor:
