@@ -141,10 +141,11 @@ class LayerContext:
         H, Hkv, D = m.n_heads, m.n_kv_heads, m.head_dim
         index, _ = mask_to_index(query_rows)
         counts = query_rows.sum(1)
-        weight = (torch.arange(index.shape[1], device=index.device) < counts[:, None]) / counts.clamp(min=1)[:, None]
         q = ex._heads(self.parts.q_proj(_gather(self.normed(), index)), H)
         q = apply_rope(q, _gather(ex.cos, index), _gather(ex.sin, index), m.rope_full_precision)
-        mean_q = (q * weight[:, :, None, None].to(q.dtype)).sum(1)  # [B, H, D]
+        in_range = torch.arange(index.shape[1], device=index.device) < counts[:, None]
+        weight = in_range.to(q.dtype) / counts.clamp(min=1)[:, None].to(q.dtype)
+        mean_q = (q * weight[:, :, None, None]).sum(1)  # [B, H, D]
         per_kv_head = mean_q.view(B, Hkv, H // Hkv, D).sum(2) / H   # query heads h // (H // Hkv) share K head
         k = apply_rope(ex._heads(self.keys(), Hkv), ex.cos, ex.sin, m.rope_full_precision)
         ex.extra_flops += 2 * index.numel() * m.d_model * m.d_model + 2 * B * L * m.kv_dim
