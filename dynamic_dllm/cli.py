@@ -13,7 +13,7 @@ import json
 import sys
 
 #: Modules contributing sub-commands (each has ``add_parser(subparsers)``).
-COMMAND_MODULES = ("dynamic_dllm.cli", "dynamic_dllm.tasks.cli")
+COMMAND_MODULES = ("dynamic_dllm.cli", "dynamic_dllm.tasks.cli", "dynamic_dllm.evaluation.cli")
 
 
 def _print_json(obj) -> None:
