@@ -14,6 +14,7 @@ from dynamic_dllm.core.executor import PartialLayerExecutor
 from dynamic_dllm.core.hookspecs import hookimpl
 from dynamic_dllm.models.base import rope_cos_sin
 from dynamic_dllm.policies.dual import DualCache
+from dynamic_dllm.policies.no_cache import NoCache
 from dynamic_dllm.policies.sparse_dllm import SparseDllm, select_keys
 
 
@@ -71,10 +72,10 @@ def _record(monkeypatch):
             return out
 
         def keys(layer, ctx):
-            call["keys"][layer] = out = keys_fn(layer, ctx) if keys_fn is not None else None
+            call["keys"][layer] = out = keys_fn(layer, ctx)
             return out
 
-        return original(self, tokens, rows, full, head_start, head_end, keys)
+        return original(self, tokens, rows, full, head_start, head_end, None if keys_fn is None else keys)
 
     monkeypatch.setattr(PartialLayerExecutor, "forward", spy)
     return calls
@@ -384,3 +385,28 @@ def test_key_importance_matches_naive(model):
 def test_bad_parameters(spec):
     with pytest.raises(ValueError):
         dd.get_registry().make_cache_policies(spec)
+
+
+@attrs.define(eq=False)
+class KeepMask(dd.CachePolicy):
+    """Test helper: a fixed ``cache_keys`` answer for every layer."""
+
+    keep: torch.Tensor = None
+
+    @hookimpl
+    def cache_keys(self, state, layer, context):
+        return self.keep
+
+
+def test_cache_keys_answers_are_intersected(llada_live, monkeypatch):
+    calls = _record(monkeypatch)
+    ids = _prompts([6])[0]
+    L = 6 + 8
+    g = torch.Generator().manual_seed(3)
+    a, b = (torch.rand(1, L, generator=g) < 0.7 for _ in range(2))
+    a[:, :1] = b[:, :1] = True
+    dd.generate(llada_live, ids, cache=[NoCache(), KeepMask(a), KeepMask(b)], gen_length=8, block_length=8, steps=4)
+    assert all(torch.equal(c["keys"][layer], a & b) for c in calls for layer in range(llada_live.model.n_layers))
+    calls.clear()
+    dd.generate(llada_live, ids, cache="dual", gen_length=8, block_length=8, steps=4)
+    assert calls and all(c["keys"] == {} for c in calls)  # no policy restricts keys: the hook is not called

@@ -101,6 +101,7 @@ def denoise(model: DecoderModel, input_ids: torch.Tensor, config: GenerationConf
     else:
         executor = PartialLayerExecutor(model, valid, positions)
     hooks = _TimedHooks(cache_policies, unmask_policy)
+    restricts_keys = bool(hooks.pm.hook.cache_keys.get_hookimpls())  # else skip the per-layer call
     hooks.call("generation_start", run=RunInfo(
         config=config, batch_size=B, prompt_length=P, length=L, n_layers=model.n_layers, d_model=model.d_model,
         mask_id=model.mask_id, eos_id=model.eos_id, logit_shift=shift, device=device))
@@ -129,14 +130,16 @@ def denoise(model: DecoderModel, input_ids: torch.Tensor, config: GenerationConf
             def keys_fn(layer, ctx, _state=state):
                 return _intersection(hooks.call("cache_keys", state=_state, layer=layer, context=ctx))
 
+            keys = keys_fn if restricts_keys else None
+
             if cfg:
                 uncond = x.clone()
                 uncond[:, :P] = model.mask_id
-                both = executor.forward(torch.cat([x, uncond]), rows_fn, full, bs - shift, be - shift, keys_fn)
+                both = executor.forward(torch.cat([x, uncond]), rows_fn, full, bs - shift, be - shift, keys)
                 cond, un = both[:B], both[B:]
                 logits = un + (config.cfg_scale + 1) * (cond - un)
             else:
-                logits = executor.forward(x, rows_fn, full, bs - shift, be - shift, keys_fn)
+                logits = executor.forward(x, rows_fn, full, bs - shift, be - shift, keys)
             commit: Commit = hooks.call("unmask_commit", state=state, logits=logits)
             if commit is None:
                 raise RuntimeError(f"unmask policy {hooks.unmask_name} returned no commit")
