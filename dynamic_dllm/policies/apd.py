@@ -52,7 +52,7 @@ class AdaptiveParallelDecoding(RulePolicy):
     def make_rule(self) -> AdaptiveThresholdRule:
         return AdaptiveThresholdRule(tau0=self.tau0, alpha=self.alpha, beta=self.beta, mode=self.mode)
 
-    @property
     def thresholds(self) -> torch.Tensor:
-        """Current thresholds ``[B, L]`` by absolute canvas position (after the last step)."""
+        """Current thresholds ``[B, L]`` by batch row and absolute canvas position, as updated at
+        the last step (a method, not a property: pluggy inspects every attribute at register)."""
         return self.active_rule.thresholds(self.run.length)

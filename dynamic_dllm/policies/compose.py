@@ -10,7 +10,13 @@ turns a pair into a policy::
     dd.generate(lm, "2+2=", unmask=policy, gen_length=64, block_length=32, steps=64)
 
 **Tokens.** Every composed policy picks tokens the LLaDA way: ``argmax(z/T + Gumbel)`` (plain
-argmax at ``T == 0``, see :func:`~dynamic_dllm.policies.scores.gumbel_argmax`), drawn once per step.
+argmax at ``T == 0``, see :func:`~dynamic_dllm.policies.scores.gumbel_argmax`), drawn once per step,
+except that the mask token itself is never chosen (its logit is set to ``-inf`` for the choice
+only; if LLaDA's float64 ``exp(z)`` underflows so that the draw still lands on it, the most likely
+other token is taken): "committing" ``[MASK]`` leaves the position masked, so a model (e.g. an
+untrained one) that predicts it could otherwise stall a block forever. The same Gumbel noise is drawn either way, so
+whenever the unrestricted argmax is not the mask token the tokens equal LLaDA's. Probabilities
+(scores, entropies, APD's statistics) are the model's full softmax, mask token included.
 
 **Scores** are functions ``score(view) -> [B, Lb]`` (higher = more confident) of a
 :class:`BlockView`: :func:`probability` (softmax probability of the chosen token, LLaDA's and
@@ -73,7 +79,8 @@ class BlockView:
     """One step of the current block, as scores and rules see it.
 
     ``state`` (:class:`~dynamic_dllm.core.types.StepState`), ``logits`` ``[B, Lb, V]``, ``masked``
-    ``[B, Lb]`` (current-block masks), ``tokens`` ``[B, Lb]`` (the step's token choice, drawn once),
+    ``[B, Lb]`` (current-block masks), ``tokens`` ``[B, Lb]`` (the step's token choice, drawn once,
+    never the mask token),
     and lazily: ``probs`` (float64 softmax), ``confidence`` (probability of ``tokens``, in the
     logits' dtype as LLaDA), ``entropy`` (``-Σ p log p``, float64), ``second_probability``.
     """
@@ -82,7 +89,14 @@ class BlockView:
         self.state = state
         self.logits = logits
         self.masked = state.block_masked
-        self.tokens = gumbel_argmax(logits, state.config.temperature, state.generator)
+        if 0 <= state.mask_id < logits.shape[-1]:  # committing the mask token would not commit anything
+            choice = logits.index_fill(-1, torch.tensor([state.mask_id], device=logits.device), float("-inf"))
+            tokens = gumbel_argmax(choice, state.config.temperature, state.generator)
+            # LLaDA's float64 exp(z) can underflow to a tie of zeros that argmax resolves to the mask
+            tokens = torch.where(tokens == state.mask_id, choice.argmax(-1), tokens)
+        else:
+            tokens = gumbel_argmax(logits, state.config.temperature, state.generator)
+        self.tokens = tokens
 
     @cached_property
     def probs(self) -> torch.Tensor:
@@ -158,6 +172,8 @@ class TopKSchedule:
     """LLaDA: per block, the masks are split evenly over ``steps_per_block`` steps (remainder to the
     first steps; :func:`~dynamic_dllm.policies.scores.even_schedule`); each step commits that many
     top-score masked positions. With the :func:`probability` score this is ``low-confidence``."""
+
+    schedule: Optional[torch.Tensor] = attrs.field(default=None, init=False, repr=False)
 
     def start(self, run: RunInfo) -> None:
         self.schedule = None
