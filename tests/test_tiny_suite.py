@@ -29,19 +29,29 @@ def test_items_have_checkable_long_answers_and_short_prompts():
     assert sum(len(it.answer.encode()) for it in items) / len(items) >= 40
     assert max(len(it.prompt.encode()) for it in items) <= 100
     assert {it.task for it in items} == set(ts.TASKS)
-    assert ts.check_answer(ts.Item("cumsum", "running sum mod 10: 129", "132")) is True  # 1, 1+2, (3+9) % 10
-    assert ts.check_answer(ts.Item("cumsum", "running sum mod 10: 129", "1312")) is False
+    assert ts.check_answer(ts.Item("fill", "fill blanks: 1__2_", "11122")) is True
+    assert ts.check_answer(ts.Item("fill", "fill blanks: 1__2_", "11121")) is False
+    assert ts.check_answer(ts.Item("swapcase", "swap case: aB c", "Ab C")) is True
+    assert ts.check_answer(ts.Item("swapcase", "swap case: aB c", "ab C")) is False
     assert ts.check_answer(ts.Item("caesar", "caesar shift 2: ab z", "cd a")) is False
 
 
 def test_known_answers():
     assert ts.caesar_answer("xyz ab", 3) == "abc de"
-    assert ts.cumsum_answer("9876") == "9740"
-    item = ts.make_item("lookup", random.Random(0))
-    table, digits = item.prompt[4:].split(": ")
-    mapping = dict(pair for pair in table.split(" "))
-    assert item.answer == "".join(mapping[d] for d in digits)
-    assert len(set(mapping.values())) == 10
+    assert ts.fill_answer("3__71_4___") == "3337114444"
+    with pytest.raises(ValueError, match="starts with a blank"):
+        ts.fill_answer("_1")
+    rng = random.Random(0)
+    for _ in range(50):
+        item = ts.make_item("fill", rng)
+        pattern = item.prompt.split(": ")[1]
+        assert len(pattern) == len(item.answer) == ts.DIGITS_LENGTH and pattern[0].isdigit()
+        assert "_" in pattern and item.answer.isdigit()
+        item = ts.make_item("swapcase", rng)
+        text = item.prompt.split(": ")[1]
+        assert len(text) == ts.PHRASE_LENGTH and text.lower() != text and text.upper() != text
+        item = ts.make_item("caesar", rng)
+        assert 1 <= int(item.prompt.split(":")[0].split()[-1]) <= 3
 
 
 def test_heldout_is_fixed_disjoint_and_prefix_stable():
@@ -55,7 +65,7 @@ def test_heldout_is_fixed_disjoint_and_prefix_stable():
     assert not any(ts.is_heldout(it.prompt) for it in train)
     assert not {it.prompt for it in train} & {it.prompt for it in held}
     # the bucket is really used: raw random items do land in it at roughly 1/64
-    raw = [ts.make_item("cumsum", random.Random(s)).prompt for s in range(6400)]
+    raw = [ts.make_item("fill", random.Random(s)).prompt for s in range(6400)]
     assert 50 <= sum(map(ts.is_heldout, raw)) <= 150
 
 
@@ -170,8 +180,8 @@ def test_evaluate_scores_exact_match_up_to_first_eos(llada, monkeypatch):
     monkeypatch.setattr(engine, "denoise", fake_denoise)
     result = evaluate(llada, items, gen_length=64, block_length=32, batch_size=6)
     assert result["accuracy"] == pytest.approx(4 / 6)
-    assert result["per_task"] == {"caesar": 1.0, "cumsum": 0.5, "lookup": 0.5}
-    assert [f["task"] for f in result["failures"]] == ["cumsum", "lookup"]
+    assert result["per_task"] == {"caesar": 1.0, "fill": 0.5, "swapcase": 0.5}
+    assert [f["task"] for f in result["failures"]] == ["fill", "swapcase"]
 
 
 def test_evaluate_runs_the_engine(llada):

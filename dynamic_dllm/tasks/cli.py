@@ -13,7 +13,8 @@ def cmd_train_tiny(args) -> int:
                         seed=args.seed, short_gen_length=args.short_gen_length, full_every=args.full_every,
                         eval_every=args.eval_every, eval_items=args.eval_items, eval_gen_length=args.eval_gen_length,
                         threads=args.threads,
-                        time_limit_min=args.time_limit_min, log_path=args.log, init_from=args.init_from,
+                        time_limit_min=args.time_limit_min, log_path=args.log, init_from=args.init_from, eps=args.eps,
+                        rope_theta=args.rope_theta,
                         progress=not args.no_progress)
     print(json.dumps({k: v for k, v in result.items() if k != "history"}))
     return 0
@@ -51,6 +52,8 @@ def add_parser(sub) -> None:
     t.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate (linear warmup, cosine decay)")
     t.add_argument("--warmup", type=int, default=100)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--eps", type=float, default=1e-3, help="t ~ U(eps, 1): the smallest masking rate (caps the 1/t weight)")
+    t.add_argument("--rope-theta", type=float, default=None, help="RoPE base of a new model (default: LLaDA's 500000)")
     t.add_argument("--short-gen-length", type=int, default=64, help="answer-region length of the cheap batches")
     t.add_argument("--full-every", type=int, default=6, help="every N-th batch uses the full 256-token answer region")
     t.add_argument("--eval-every", type=int, default=500)

@@ -1,17 +1,22 @@
 """Synthetic task suite the shipped ``tiny`` model is trained and evaluated on.
 
-Three tasks with exactly checkable answers, each a chat-style user prompt (at most ~80 bytes of
+Three tasks with exactly checkable answers, each a chat-style user prompt (at most ~70 bytes of
 content) and a fixed-length answer (bytes = tokens with the byte-level tokenizer):
 
-* ``caesar`` — shift every letter of a 44-character lowercase phrase by ``k`` (1..9), spaces kept:
-  ``"caesar shift 3: abc xyz ..."`` → ``"def abc ..."``. A per-character transform of the prompt.
-* ``cumsum`` — running sum mod 10 of 42 digits: ``"running sum mod 10: 3141..."`` → ``"3458..."``.
-  Answer digit ``i`` is ``(answer[i-1] + digit[i]) % 10``: each answer token depends on the
-  previous one, so committing many answer tokens in one step (parallel decoding) loses accuracy.
-* ``lookup`` — substitute 42 digits through a key→value table given in the prompt:
-  ``"map 0q 1w 2e ...: 3141..."`` → ``"rqrt..."`` (content-addressed lookup in the prompt).
+* ``caesar`` — shift every letter of a 44-character lowercase phrase by ``k`` (1..3), spaces kept:
+  ``"caesar shift 2: abc xyz ..."`` → ``"cde zab ..."``. A per-character transform of the prompt.
+* ``fill`` — copy 42 digits, replacing each blank ``_`` by the digit before it:
+  ``"fill blanks: 3__71_4___"`` → ``"3337114444"``. A blank's answer token equals the previous
+  *answer* token, so runs of blanks are chains of dependencies: committed one at a time they are
+  copies of a neighbour, committed together the model must find the run's digit in the prompt.
+* ``swapcase`` — copy a 44-character mixed-case phrase with the case of every letter swapped.
 
-Answers average 42.7 bytes; in generation they are followed by EOS and EOS padding up to the
+Why these: each answer token is a local function of one or two visible tokens with a strong
+marginal signal (copy, copy-and-shift), which a ~1 M-parameter model learns on CPU in about an
+hour. Tasks whose output is independent of each input taken alone (digit-wise sums mod 10, a
+random key→value table in the prompt) stayed at chance for 700 steps (~20 min) and were dropped.
+
+Answers average 43.3 bytes; in generation they are followed by EOS and EOS padding up to the
 generation length, as LLaDA-Instruct's SFT data is. An item belongs to the held-out split iff a hash
 of its prompt falls in a fixed bucket, so training items (which are rejected when they hash there)
 and held-out items can never coincide; held-out items come from a fixed seed.
@@ -23,8 +28,8 @@ import hashlib
 import random
 from typing import Iterator, NamedTuple, Optional, Sequence
 
-TASKS = ("caesar", "cumsum", "lookup")
-CAESAR_LENGTH = 44
+TASKS = ("caesar", "fill", "swapcase")
+PHRASE_LENGTH = 44
 DIGITS_LENGTH = 42
 #: One prompt in HELDOUT_MODULUS (by hash) is held out; training never uses those prompts.
 HELDOUT_MODULUS = 64
@@ -62,28 +67,40 @@ def caesar_answer(text: str, shift: int) -> str:
     return "".join(chr((ord(c) - 97 + shift) % 26 + 97) if "a" <= c <= "z" else c for c in text)
 
 
-def cumsum_answer(digits: str) -> str:
-    total, out = 0, []
-    for d in digits:
-        total = (total + int(d)) % 10
-        out.append(str(total))
+def fill_answer(pattern: str) -> str:
+    """Each ``_`` replaced by the digit before it (the pattern starts with a digit)."""
+    out = []
+    for ch in pattern:
+        if ch == "_":
+            if not out:
+                raise ValueError(f"fill pattern {pattern!r} starts with a blank")
+            out.append(out[-1])
+        else:
+            out.append(ch)
     return "".join(out)
+
+
+def _fill_pattern(rng: random.Random, length: int) -> str:
+    """Digits and blanks: a digit, then runs of 0..5 blanks each followed by a digit, cut to ``length``."""
+    out = [rng.choice("0123456789")]
+    while len(out) < length:
+        out.extend("_" * rng.randint(0, 5))
+        out.append(rng.choice("0123456789"))
+    return "".join(out[:length])
 
 
 def make_item(task: str, rng: random.Random) -> Item:
     """One random item of ``task`` drawn from ``rng``."""
     if task == "caesar":
-        shift = rng.randint(1, 9)
-        text = _phrase(rng, CAESAR_LENGTH)
+        shift = rng.randint(1, 3)
+        text = _phrase(rng, PHRASE_LENGTH)
         return Item(task, f"caesar shift {shift}: {text}", caesar_answer(text, shift))
-    if task == "cumsum":
-        digits = "".join(rng.choice("0123456789") for _ in range(DIGITS_LENGTH))
-        return Item(task, f"running sum mod 10: {digits}", cumsum_answer(digits))
-    if task == "lookup":
-        values = rng.sample("abcdefghijklmnopqrstuvwxyz", 10)
-        digits = "".join(rng.choice("0123456789") for _ in range(DIGITS_LENGTH))
-        table = " ".join(f"{k}{v}" for k, v in enumerate(values))
-        return Item(task, f"map {table}: {digits}", "".join(values[int(d)] for d in digits))
+    if task == "fill":
+        pattern = _fill_pattern(rng, DIGITS_LENGTH)
+        return Item(task, f"fill blanks: {pattern}", fill_answer(pattern))
+    if task == "swapcase":
+        text = "".join(c.upper() if rng.random() < 0.5 else c for c in _phrase(rng, PHRASE_LENGTH))
+        return Item(task, f"swap case: {text}", text.swapcase())
     raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
 
 
@@ -93,12 +110,10 @@ def check_answer(item: Item) -> bool:
     if task == "caesar":
         head, text = prompt.split(": ", 1)
         return answer == caesar_answer(text, int(head.rsplit(" ", 1)[1]))
-    if task == "cumsum":
-        return answer == cumsum_answer(prompt.rsplit(" ", 1)[1])
-    if task == "lookup":
-        table, digits = prompt[len("map "):].split(": ")
-        mapping = {pair[0]: pair[1] for pair in table.split(" ")}
-        return answer == "".join(mapping[d] for d in digits)
+    if task == "fill":
+        return answer == fill_answer(prompt.split(": ", 1)[1])
+    if task == "swapcase":
+        return answer == prompt.split(": ", 1)[1].swapcase()
     raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
 
 

@@ -158,7 +158,8 @@ def train_tiny(out_dir, *, steps: int = 3200, batch_size: int = 32, lr: float = 
                weight_decay: float = 0.01, seed: int = 0, short_gen_length: int = 64, full_every: int = 6,
                eval_every: int = 500, eval_items: int = 24, eval_gen_length: int = 64, threads: int = 1,
                time_limit_min: Optional[float] = None,
-               log_path=None, init_from=None, sizes: Optional[dict] = None, progress: bool = True) -> dict:
+               log_path=None, init_from=None, sizes: Optional[dict] = None, eps: float = 1e-3, rope_theta: Optional[float] = None,
+               progress: bool = True) -> dict:
     """Train the tiny model from scratch (or from ``init_from``) and save it to ``out_dir``.
 
     Every ``full_every``-th batch uses the full evaluation length (answer + EOS padding to 256);
@@ -194,6 +195,8 @@ def train_tiny(out_dir, *, steps: int = 3200, batch_size: int = 32, lr: float = 
         model.requires_grad_(True)
     else:
         config = random_config("llada", len(tokenizer), tokenizer.mask_token_id, tokenizer.eos_token_id, **(sizes or TINY_SIZES))
+        if rope_theta is not None:
+            config["rope_theta"] = float(rope_theta)
         model = LLaDAModel(config)
         init_weights(model, seed)
     n_params = sum(p.numel() for p in model.parameters())
@@ -213,7 +216,7 @@ def train_tiny(out_dir, *, steps: int = 3200, batch_size: int = 32, lr: float = 
 
     write({"event": "start", "n_params": n_params, "config": config, "steps": steps, "batch_size": batch_size, "lr": lr,
            "seed": seed, "short_gen_length": short_gen_length, "full_every": full_every, "threads": threads,
-           "eval_gen_length": eval_gen_length})
+           "eval_gen_length": eval_gen_length, "eps": eps})
     t0 = time.perf_counter()
     best, history, ema = -1.0, [], None
     bar = tqdm(total=steps, disable=not progress, dynamic_ncols=True, mininterval=5)
@@ -226,7 +229,7 @@ def train_tiny(out_dir, *, steps: int = 3200, batch_size: int = 32, lr: float = 
         gen_length = EVAL_GEN_LENGTH if step % full_every == 0 else short_gen_length
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps, lr, warmup)
-        loss = diffusion_sft_loss(model, *codec.batch(items, gen_length), generator=gen)
+        loss = diffusion_sft_loss(model, *codec.batch(items, gen_length), generator=gen, eps=eps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))
