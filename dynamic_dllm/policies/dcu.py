@@ -135,7 +135,7 @@ def _cosine_distance(cur: torch.Tensor, cur_inv: torch.Tensor, prev: torch.Tenso
     """``1 − cos`` along the last axis in fp32, ``[B, L]``, from the vectors and their inverse norms;
     values up to :data:`ROUNDING_TOLERANCE` (an unchanged vector up to rounding) are 0, so an
     unchanged layer has dynamics exactly 0."""
-    dot = torch.einsum("bld,bld->bl", cur.float(), prev.float())
+    dot = torch.linalg.vecdot(cur.float(), prev.float())
     return F.threshold(1.0 - dot.mul_(cur_inv).mul_(prev_inv), ROUNDING_TOLERANCE, 0.0)
 
 
