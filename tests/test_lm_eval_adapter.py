@@ -1,0 +1,162 @@
+"""The lm-eval adapter, driven through lm-eval's own Python API on local task files (no hub)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+lm_eval = pytest.importorskip("lm_eval", reason="lm-eval not installed (pip install 'dynamic-dllm[eval]')")
+
+from dynamic_dllm.evaluation.lm_eval_adapter import DynamicDllmLM, mc_loglikelihood  # noqa: E402
+
+DOCS = [
+    {"question": "2+2", "answer": "4", "choices": ["4", "five", "x"], "label": 0},
+    {"question": "capital of France", "answer": "Paris", "choices": ["Paris", "Rome", "abc"], "label": 0},
+    {"question": "abc", "answer": "d", "choices": [" d", "zz", "q"], "label": 1},
+]
+
+GEN_YAML = """task: ddllm_local_gen
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: generate_until
+doc_to_text: "Q: {{{{question}}}}\\nA:"
+doc_to_target: "{{{{answer}}}}"
+generation_kwargs:
+  until: ["\\n", "Q:"]
+  max_gen_toks: 12
+metric_list:
+  - metric: exact_match
+"""
+
+MC_YAML = """task: ddllm_local_mc
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "Q: {{{{question}}}}\\nA:"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: label
+metric_list:
+  - metric: acc
+"""
+
+
+@pytest.fixture(scope="module")
+def task_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("lm_eval_tasks")
+    data = d / "docs.jsonl"
+    data.write_text("".join(json.dumps(x) + "\n" for x in DOCS))
+    (d / "gen.yaml").write_text(GEN_YAML.format(data=data))
+    (d / "mc.yaml").write_text(MC_YAML.format(data=data))
+    return d
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def _evaluate(lm, task_dir, task):
+    from lm_eval.tasks import TaskManager
+
+    return lm_eval.simple_evaluate(model=lm, tasks=[task], task_manager=TaskManager(include_path=str(task_dir)),
+                                   log_samples=True, verbosity="ERROR")
+
+
+def test_generate_until_through_simple_evaluate_matches_the_engine(llada_dir, task_dir):
+    from dynamic_dllm.api import generate
+
+    lm = DynamicDllmLM(pretrained=str(llada_dir), cache="dual", unmask="low-confidence", gen_length=32,
+                       block_length=8, batch_size=2)
+    out = _evaluate(lm, task_dir, "ddllm_local_gen")
+    samples = out["samples"]["ddllm_local_gen"]
+    assert len(samples) == len(DOCS)
+    assert "exact_match,none" in out["results"]["ddllm_local_gen"]
+    for s in samples:
+        prompt = f"Q: {s['doc']['question']}\nA:"
+        # max_gen_toks 12 → one block of 12 (< block_length 8? no: 12 > 8 → 2 blocks of 8, 4 dropped)
+        ref = generate(lm.lm, prompt, cache="dual", unmask="low-confidence", chat=False, gen_length=16,
+                       block_length=8, steps=16)
+        text = lm.tokenizer.decode(ref.tokens[0, :12].tolist(), skip_special_tokens=True)
+        text = text.split("\n")[0].split("Q:")[0]
+        assert s["resps"][0][0] == text
+
+
+def test_loglikelihood_through_simple_evaluate(llada_dir, task_dir):
+    lm = DynamicDllmLM(pretrained=str(llada_dir), mc_num=8, mc_batch_size=4)
+    out = _evaluate(lm, task_dir, "ddllm_local_mc")
+    samples = out["samples"]["ddllm_local_mc"]
+    assert len(samples) == len(DOCS)
+    for s in samples:
+        lls = [r[0][0] for r in s["resps"]]
+        assert len(lls) == 3 and all(math.isfinite(x) and x < 0 for x in lls)
+    assert 0.0 <= out["results"]["ddllm_local_mc"]["acc,none"] <= 1.0
+    # seeded per request: a second run (other order, other instance) gives the same numbers
+    again = DynamicDllmLM(pretrained=str(llada_dir), mc_num=8, mc_batch_size=4)
+    reqs = [type("R", (), {"args": ("Q: abc\nA:", c)})() for c in (" d", "zz")]
+    assert again.loglikelihood(reqs[::-1])[::-1] == lm.loglikelihood(reqs)
+
+
+@pytest.mark.parametrize("model_name", ["llada", "dream"])
+def test_mc_estimate_is_exact_for_one_token(model_name, request):
+    """With a one-token continuation every Monte-Carlo copy masks exactly that token with
+    p_mask = 1, so the estimate equals the exact log-probability."""
+    lm = request.getfixturevalue(model_name)
+    model = lm.model
+    prompt = torch.tensor([5, 17, 99, 3])
+    target = torch.tensor([42])
+    est = mc_loglikelihood(model, prompt, target, mc_num=4, mc_batch_size=2, generator=torch.Generator().manual_seed(0))
+    x = torch.cat([prompt, torch.tensor([model.mask_id])])[None]
+    with torch.no_grad():
+        logits = model(x)[0]
+    pos = len(prompt) - model.logit_shift
+    exact = float(logits[pos].float().log_softmax(-1)[42])
+    assert est == pytest.approx(exact, rel=1e-5, abs=1e-5)
+
+
+def test_mc_estimate_is_an_unbiased_average_over_mask_counts(llada):
+    """Two-token continuation: the per-copy weighted losses average to the same value as the
+    exhaustive expectation over the masking (k uniform in {1, 2}, positions uniform)."""
+    model = llada.model
+    prompt, target = torch.tensor([7, 8, 9]), torch.tensor([40, 41])
+    seq = torch.cat([prompt, target])
+
+    def loss(mask_positions):
+        x = seq.clone()
+        for p in mask_positions:
+            x[3 + p] = model.mask_id
+        with torch.no_grad():
+            lp = model(x[None])[0].float().log_softmax(-1)
+        return -sum(float(lp[3 + p, seq[3 + p]]) for p in mask_positions)
+
+    # n=1 (p_mask 1/2): each single position equally likely; n=2 (p_mask 1): both masked
+    exhaustive = -0.5 * (0.5 * (loss([0]) + loss([1])) * 2 + loss([0, 1]))
+    est = mc_loglikelihood(model, prompt, target, mc_num=2048, mc_batch_size=2, generator=torch.Generator().manual_seed(1))
+    assert est == pytest.approx(exhaustive, rel=0.02)
+
+
+def test_bad_model_args_are_one_line_errors(llada_dir):
+    with pytest.raises(ValueError, match="unknown cache policy"):
+        DynamicDllmLM(pretrained=str(llada_dir), cache="nope")
+    with pytest.raises(ValueError, match="unknown model args"):
+        DynamicDllmLM(pretrained=str(llada_dir), bogus=1)
+    with pytest.raises(ValueError, match="mc_num"):
+        DynamicDllmLM(pretrained=str(llada_dir), mc_num=10, mc_batch_size=4)
+
+
+def test_model_is_registered_and_never_sets_device(llada_dir):
+    from lm_eval.api.registry import get_model
+
+    assert get_model("dynamic-dllm") is DynamicDllmLM
+    lm = DynamicDllmLM(pretrained=str(llada_dir), preset="fast-dllm-parallel")
+    assert (lm.cache, lm.unmask) == ("dual", "threshold:threshold=0.9")
+    assert lm.rank == 0 and lm.world_size == 1 and str(lm.device) == "cpu"
