@@ -59,8 +59,10 @@ def shift_rows(fresh: torch.Tensor, logit_shift: int) -> torch.Tensor:
 
 @attrs.define
 class DkvCache(CachePolicy):
-    """dKV-Cache-Decode: decoded tokens' K/V cached with a one-step delay, masked tokens always
-    recomputed, full refresh at steps 0 and 1 of each block and every ``refresh_interval`` steps."""
+    """dKV-Cache-Decode: decoded tokens' K/V cached one step after commit; masks always recomputed.
+
+    Full refresh at steps 0 and 1 of each block and every ``refresh_interval`` steps (per-block counter;
+    auto: 8 LLaDA, 4 Dream)."""
 
     refresh_interval: Optional[int] = attrs.field(default=None, validator=_optional_positive_int)
     interval: int = attrs.field(default=0, init=False)

@@ -29,7 +29,8 @@ from .prefix import PrefixCache
 
 @attrs.define
 class DualCache(PrefixCache):
-    """Fast-dLLM DualCache: full forward at each block start; afterwards only the current block
-    is recomputed, prefix and suffix K/V reused."""
+    """Fast-dLLM DualCache: full forward at each block start, then recompute only the current block.
+
+    Prefix and suffix K/V are reused from the block-start refresh."""
 
     to_end = False

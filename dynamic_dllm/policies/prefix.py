@@ -44,8 +44,9 @@ def block_rows(state, to_end: bool = False) -> torch.Tensor:
 
 @attrs.define
 class PrefixCache(CachePolicy):
-    """Fast-dLLM PrefixCache: full forward at each block start; afterwards the current block and
-    everything after it are recomputed, the prefix's K/V reused."""
+    """Fast-dLLM PrefixCache: full forward at each block start, then recompute the block and everything after it.
+
+    The prefix's (prompt + finished blocks) K/V are reused from the block-start refresh."""
 
     rows: Optional[torch.Tensor] = attrs.field(default=None, init=False, repr=False)
     to_end = True

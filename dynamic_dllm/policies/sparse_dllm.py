@@ -76,9 +76,10 @@ def select_keys(importance: torch.Tensor, candidates: torch.Tensor, start: int, 
 
 @attrs.define
 class SparseDllm(CachePolicy):
-    """Sparse-dLLM: full steps 0 and 1 of each block; from step 1's states each layer keeps the
-    ``keep_ratio`` most important non-block keys; then only the block is recomputed, attending to
-    the block and the kept keys."""
+    """Sparse-dLLM: per block and layer keep the keep_ratio most important non-block K/V; recompute the block.
+
+    Steps 0 and 1 of each block are full; the keep set is scored from step 1's states; from step 2
+    only the block is recomputed, attending to the block and the kept keys."""
 
     keep_ratio: float = attrs.field(default=0.5, validator=_ratio)
     kernel_size: int = attrs.field(default=3, validator=_odd_positive)
