@@ -68,25 +68,29 @@ def _offline(monkeypatch, tmp_path):
 def _evaluate(lm, task_dir, task):
     from lm_eval.tasks import TaskManager
 
-    return lm_eval.simple_evaluate(model=lm, tasks=[task], task_manager=TaskManager(include_path=str(task_dir)),
-                                   log_samples=True, verbosity="ERROR")
+    return lm_eval.simple_evaluate(model=lm, tasks=[task], log_samples=True, verbosity="ERROR", bootstrap_iters=0,
+                                   task_manager=TaskManager(include_path=str(task_dir), include_defaults=False))
 
 
-def test_generate_until_through_simple_evaluate_matches_the_engine(llada_dir, task_dir):
+def test_generate_until_through_simple_evaluate_matches_the_engine(llada, llada_dir, task_dir):
+    from lm_eval.tasks import TaskManager
+
     from dynamic_dllm.api import generate
 
-    lm = DynamicDllmLM(pretrained=str(llada_dir), cache="dual", unmask="low-confidence", gen_length=32,
-                       block_length=8, batch_size=2)
-    out = _evaluate(lm, task_dir, "ddllm_local_gen")
+    # by name, with string model args as on lm-eval's command line (batch_size comes from lm-eval)
+    out = lm_eval.simple_evaluate(
+        model="dynamic-dllm", model_args=f"pretrained={llada_dir},cache=dual,unmask=low-confidence,gen_length=32,block_length=8",
+        batch_size=2, tasks=["ddllm_local_gen"], log_samples=True, verbosity="ERROR", bootstrap_iters=0,
+        task_manager=TaskManager(include_path=str(task_dir), include_defaults=False))
     samples = out["samples"]["ddllm_local_gen"]
     assert len(samples) == len(DOCS)
     assert "exact_match,none" in out["results"]["ddllm_local_gen"]
     for s in samples:
         prompt = f"Q: {s['doc']['question']}\nA:"
-        # max_gen_toks 12 → one block of 12 (< block_length 8? no: 12 > 8 → 2 blocks of 8, 4 dropped)
-        ref = generate(lm.lm, prompt, cache="dual", unmask="low-confidence", chat=False, gen_length=16,
+        # max_gen_toks 12 with block_length 8 → 2 blocks of 8 (steps 16), the last 4 tokens dropped
+        ref = generate(llada, prompt, cache="dual", unmask="low-confidence", chat=False, gen_length=16,
                        block_length=8, steps=16)
-        text = lm.tokenizer.decode(ref.tokens[0, :12].tolist(), skip_special_tokens=True)
+        text = llada.tokenizer.decode(ref.tokens[0, :12].tolist(), skip_special_tokens=True)
         text = text.split("\n")[0].split("Q:")[0]
         assert s["resps"][0][0] == text
 
@@ -140,7 +144,7 @@ def test_mc_estimate_is_an_unbiased_average_over_mask_counts(llada):
 
     # n=1 (p_mask 1/2): each single position equally likely; n=2 (p_mask 1): both masked
     exhaustive = -0.5 * (0.5 * (loss([0]) + loss([1])) * 2 + loss([0, 1]))
-    est = mc_loglikelihood(model, prompt, target, mc_num=2048, mc_batch_size=2, generator=torch.Generator().manual_seed(1))
+    est = mc_loglikelihood(model, prompt, target, mc_num=1024, mc_batch_size=128, generator=torch.Generator().manual_seed(1))
     assert est == pytest.approx(exhaustive, rel=0.02)
 
 

@@ -100,7 +100,7 @@ def _plots(args, lm, tasks, rows, result) -> None:
             task, gen_length=args.gen_length, block_length=args.block_length, steps=args.steps,
             stop_at_eos=args.stop_at_eos, dtype=args.dtype, device=args.device), extra_cache=[observer])
         written.append(recompute_heatmap(observer.fractions(), folder / "recompute_heatmap.png",
-                                         title=f"{row.cache} on {task.name} item 0: rows recomputed per layer and step"))
+                                         title=f"{row.cache} ({task.name}, item 0): rows recomputed per layer and step"))
     print(f"[plots: {', '.join(str(p) for p in written)}]", file=sys.stderr)
 
 

@@ -26,7 +26,7 @@ def recompute_heatmap(fractions, path, title: str = "rows recomputed per layer a
     im = ax.imshow(data, aspect="auto", origin="lower", cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
     ax.set_xlabel("denoising step")
     ax.set_ylabel("layer")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, label="fraction of rows recomputed")
     fig.tight_layout()
     path = Path(path)

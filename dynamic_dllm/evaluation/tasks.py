@@ -106,7 +106,7 @@ def _check_limit(limit) -> None:
 _LETTER_PATTERNS = (
     r"answer is:?\s*\(?([{L}])\)?(?![A-Za-z])",
     r"answer:?\s*\(?([{L}])\)?(?![A-Za-z])",
-    r"^\s*\(?([{L}])\)?(?:[.):\s]|$)",
+    r"^\s*\(?([{L}])\)?(?:[.):]|\s*$)",
     r"\(([{L}])\)",
     r"(?<![A-Za-z])([{L}])(?![A-Za-z'])",
 )
@@ -268,7 +268,7 @@ class GSM8K(Task):
 
 # --- HumanEval -------------------------------------------------------------------------------
 
-_FENCE = re.compile(r"```[ \t]*(?:python|py|Python)?[ \t]*\n(.*?)(?:```|$)", re.DOTALL)
+_FENCE = re.compile(r"```[ \t]*(?:python|py|Python)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
 
 def extract_code(text: str) -> str:
