@@ -106,7 +106,7 @@ def test_dcu_unchanged_layer_gets_no_budget_and_rows_are_top_dynamics():
     def step(t, new_inputs):
         state = _state(t, B, L, n_layers)
         full = dcu.cache_step_start(state)
-        rows = [dcu.cache_rows(state, i, SimpleNamespace(normed=lambda x=x: x)) for i, x in enumerate(new_inputs)]
+        rows = [dcu.cache_rows(state, i, SimpleNamespace(normed=lambda x=x: x, hidden=x, parts=SimpleNamespace(attn_norm=None))) for i, x in enumerate(new_inputs)]
         return full, rows
 
     full, rows = step(0, inputs)
@@ -257,3 +257,26 @@ def test_defaults_follow_gen_length(llada):
     ids, _ = padded_batch(llada.model)
     dd.generate(llada, ids[:1], cache=[dcu, win], gen_length=64, block_length=32, steps=2)
     assert dcu.layer_budget == 8 and win.width == 8
+
+
+def test_scale_free_input_has_the_cosine_of_the_normalised_input(any_model):
+    from dynamic_dllm.core.executor import LayerContext, PartialLayerExecutor
+    from dynamic_dllm.policies.dcu import scale_free_input
+
+    model = any_model.model
+    ex = PartialLayerExecutor(model, torch.ones(2, 12, dtype=torch.bool), torch.arange(12).repeat(2, 1))
+    g = torch.Generator().manual_seed(0)
+    weight = model.layer(1).attn_norm.weight
+    saved = weight.detach().clone()
+    with torch.no_grad():
+        weight.add_(0.3 * torch.randn(model.d_model, generator=g))  # a non-trivial weight
+        try:
+            a, b = torch.randn(2, 12, model.d_model, generator=g), torch.randn(2, 12, model.d_model, generator=g) * 3.0
+            b[:, :4] = a[:, :4] * 7.0  # same direction, other scale: unchanged after normalisation
+            ca, cb = LayerContext(ex, 1, a), LayerContext(ex, 1, b)
+            expected = torch.nn.functional.cosine_similarity(ca.normed(), cb.normed(), dim=-1)
+            got = torch.nn.functional.cosine_similarity(scale_free_input(ca), scale_free_input(cb), dim=-1)
+        finally:
+            weight.copy_(saved)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got[:, :4], torch.ones(2, 4), rtol=1e-5, atol=1e-5)

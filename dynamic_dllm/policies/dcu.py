@@ -24,9 +24,11 @@ Unlike the released code (layer 0 always fully recomputed, response rows only, b
 follows the paper: every layer is scored, candidates are all valid rows of the canvas, and each
 batch row has its own dynamics, budgets and index sets.
 
-Bookkeeping cost: per layer one norm and one dot product over ``[B, L, d]`` (the normalised input
-is computed once and reused by the executor for the recomputed rows), one ``topk``; budgets are
-computed once per step for all layers. The previous step's inputs are kept by reference (no copy).
+Bookkeeping cost: per layer one multiply, one norm and one dot product over ``[B, L, d]`` and one
+``topk``: the cosine of RMSNorm outputs equals the cosine of ``w ⊙ x`` (the per-row ``1/rms``
+cancels, see :func:`scale_free_input`), so the all-row normalisation is skipped; the inverse norms
+are kept from the previous step; budgets are computed once per step for all layers. The previous
+step's vectors are kept by reference (no copy).
 
 ``window`` (paper Eq. 7): every layer also recomputes the ``size`` rows centred on the key token —
 the position committed at the previous step. With several commits the *rightmost* one is the key
@@ -54,6 +56,7 @@ import torch.nn.functional as F
 
 from ..core.hookspecs import hookimpl
 from ..core.policy import CachePolicy, RunInfo
+from ..models.base import RMSNorm
 
 SCORES = ("input", "value")
 ALLOCATIONS = ("proportional", "uniform")
@@ -139,6 +142,18 @@ def _cosine_distance(cur: torch.Tensor, cur_inv: torch.Tensor, prev: torch.Tenso
     return F.threshold(1.0 - dot.mul_(cur_inv).mul_(prev_inv), ROUNDING_TOLERANCE, 0.0)
 
 
+def scale_free_input(context) -> torch.Tensor:
+    """What DCU compares between steps for ``score=input``: a tensor whose row-wise cosine equals
+    that of the normalised layer input. For RMSNorm (LLaDA, Dream), ``n(x) = w ⊙ x / rms(x)`` and the
+    per-row factor ``1 / rms(x)`` cancels in a cosine, so ``w ⊙ x`` is used: one multiply instead of
+    the norm's five passes, and the executor then normalises only the rows it recomputes. Any other
+    norm falls back to ``context.normed()``."""
+    norm = context.parts.attn_norm
+    if isinstance(norm, RMSNorm):
+        return context.hidden * norm.weight
+    return context.normed()
+
+
 @attrs.define
 class DynamicCacheUpdating(CachePolicy):
     """Dynamic-dLLM DCU: per layer, recompute the top-B_l rows by cosine change of the layer input; budgets follow the previous step's layer dynamics."""
@@ -182,7 +197,7 @@ class DynamicCacheUpdating(CachePolicy):
     @hookimpl
     def cache_rows(self, state, layer: int, context) -> Optional[torch.Tensor]:
         if self.score == "input":
-            cur = context.normed()
+            cur = scale_free_input(context)
             inv = _inverse_norm(cur)
             prev, self.prev[layer] = self.prev[layer], (cur, inv)
         elif self.full:
