@@ -66,8 +66,13 @@ def number_in(rule: str, low: float = -math.inf, high: float = math.inf, low_ope
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         ok = ok and (value > low if low_open else value >= low) and value <= high
         if not ok:
-            lo = "(" if low_open else "["
-            raise ValueError(f"{attribute.name} must be a finite number in {lo}{low}, {high}], got {value!r} ({rule})")
+            if math.isinf(low) and math.isinf(high):
+                where = ""
+            elif math.isinf(high):
+                where = f" {'>' if low_open else '>='} {low:g}"
+            else:
+                where = f" in {'(' if low_open else '['}{low:g}, {high:g}]"
+            raise ValueError(f"{attribute.name} must be a finite number{where}, got {value!r} ({rule})")
 
     return check
 
