@@ -43,18 +43,6 @@ def test_composed_defaults_are_low_confidence(request, model, temperature):
     assert composed.stats.tokens_per_step == fixed.stats.tokens_per_step
 
 
-def test_composed_policies_never_commit_the_mask_token(llada):
-    """The tiny random LLaDA predicts all tokens alike, so LLaDA's Gumbel draw sometimes picks the
-    mask token: low-confidence then "commits" [MASK] and needs extra steps. The composed policies
-    exclude the mask token from the choice and keep the schedule."""
-    ids = prompts(seed=1)
-    cfg = dict(gen_length=24, block_length=8, steps=9, temperature=0.5, seed=4)
-    fixed = dd.generate(llada, ids, unmask="low-confidence", **cfg)
-    composed = dd.generate(llada, ids, unmask=ComposedPolicy(), **cfg)
-    assert fixed.stats.nfe > 9, "the premise (a mask-token draw) no longer holds for this fixture"
-    assert composed.stats.nfe == 9 and composed.stats.tokens_per_step == (6, 6, 4) * 3
-
-
 def test_apd_without_adaptation_is_threshold_at_tau0(dream):
     ids = prompts(seed=2)
     cfg = dict(gen_length=32, block_length=16, steps=32)

@@ -387,3 +387,14 @@ def test_spec_strings_reach_fields():
     assert (apd.tau0, apd.alpha, apd.beta, apd.mode) == (1, 0.01, 0.15, "global")
     assert reg.make_unmask_policy("eb-sampler:gamma=0.1").gamma == 0.1
     assert isinstance(BlockView, type)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.9])
+@pytest.mark.parametrize("policy", [ThresholdDecoding(), FactorDecoding(), AdaptiveParallelDecoding(),
+                                    EntropyBoundedSampler(), ComposedPolicy()], ids=lambda p: type(p).__name__)
+def test_a_model_predicting_the_mask_token_still_finishes(policy, temperature):
+    """Logits one-hot on the mask token itself: the policies commit the best other token (LLaDA's
+    sampler would write [MASK] back and make no progress)."""
+    drive = Drive(B=2, blocks=2, Lb=4, steps_per_block=4, V=5, mask_id=3, temperature=temperature)
+    steps = drive.run(policy, "onehot-mask")
+    assert all(bool((s["tokens"] != 3).all()) for s in steps)
