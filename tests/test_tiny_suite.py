@@ -153,6 +153,10 @@ def test_lr_schedule_warms_up_then_decays_to_floor():
     assert lrs[0] == pytest.approx(1e-5) and lrs[99] == pytest.approx(1e-3)
     assert all(a >= b for a, b in zip(lrs[100:], lrs[101:]))
     assert lrs[-1] == pytest.approx(1e-4, rel=1e-2)
+    # a time limit reached before the planned steps still anneals to the floor
+    assert lr_at(300, 1000, 1e-3, 100, time_fraction=1.0) == pytest.approx(1e-4)
+    assert lr_at(300, 1000, 1e-3, 100, time_fraction=0.5) < lr_at(300, 1000, 1e-3, 100)
+    assert lr_at(50, 1000, 1e-3, 100, time_fraction=0.9) == pytest.approx(lr_at(50, 1000, 1e-3, 100))  # warmup first
 
 
 def test_evaluate_scores_exact_match_up_to_first_eos(llada, monkeypatch):

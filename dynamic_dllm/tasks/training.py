@@ -146,11 +146,13 @@ def decode_until_eos(row: Sequence[int], eos_id: int) -> Optional[str]:
     return bytes(body).decode("utf-8", errors="replace")
 
 
-def lr_at(step: int, total: int, peak: float, warmup: int, floor: float = 0.1) -> float:
-    """Linear warmup to ``peak`` over ``warmup`` steps, then cosine decay to ``floor * peak``."""
+def lr_at(step: int, total: int, peak: float, warmup: int, floor: float = 0.1, time_fraction: float = 0.0) -> float:
+    """Linear warmup to ``peak`` over ``warmup`` steps, then cosine decay to ``floor * peak``.
+    The decay follows the larger of the step progress and ``time_fraction`` (elapsed / time limit),
+    so a run cut by its time limit on a slower-than-planned machine still ends annealed."""
     if step < warmup:
         return peak * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    progress = min(1.0, max((step - warmup) / max(1, total - warmup), time_fraction))
     return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
@@ -164,7 +166,7 @@ def train_tiny(out_dir, *, steps: int = 3200, batch_size: int = 32, lr: float = 
 
     Every ``full_every``-th batch uses the full evaluation length (answer + EOS padding to 256);
     the others pad to ``short_gen_length`` only, which is ~2x cheaper. ``time_limit_min`` stops
-    early (the cosine schedule is planned over ``steps``). Checkpoints are written at every
+    early; the cosine schedule follows whichever of ``steps`` and ``time_limit_min`` runs out first. Checkpoints are written at every
     evaluation (``out_dir``) and the best-scoring one is kept in ``out_dir/best``. Periodic
     evaluations decode ``eval_gen_length`` tokens (64: cheap and bounded even before the model
     learns to stop); ``eval-tiny`` measures the full 256-token setting.
@@ -227,8 +229,9 @@ def train_tiny(out_dir, *, steps: int = 3200, batch_size: int = 32, lr: float = 
         items = [next(stream) for _ in range(batch_size)]
         order_rng.shuffle(items)
         gen_length = EVAL_GEN_LENGTH if step % full_every == 0 else short_gen_length
+        time_fraction = 0.0 if time_limit_min is None else (time.perf_counter() - t0) / 60 / time_limit_min
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, steps, lr, warmup)
+            group["lr"] = lr_at(step, steps, lr, warmup, time_fraction=time_fraction)
         loss = diffusion_sft_loss(model, *codec.batch(items, gen_length), generator=gen, eps=eps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
