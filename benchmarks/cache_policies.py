@@ -126,8 +126,8 @@ def main():
     print(f"{'cache policy':<22}{'ms/step':>9}{'speedup':>9}{'recompute':>11}{'bookkeep':>10}{'norm':>7}{'nfe':>6}")
     for spec in specs:
         res = results[spec] = run_policy(lm, spec, args, clock)
-        base = results.get("none", res)["step"]
-        print(f"{spec:<22}{res['step'] * 1e3:>9.1f}{base / res['step']:>8.2f}x{res['recompute']:>11.3f}"
+        speedup = f"{results['none']['step'] / res['step']:>8.2f}x" if "none" in results else f"{'-':>9}"
+        print(f"{spec:<22}{res['step'] * 1e3:>9.1f}{speedup}{res['recompute']:>11.3f}"
               f"{res['bookkeep'] * 100:>9.1f}%{res['norm'] * 100:>6.1f}%{res['nfe']:>6}", flush=True)
 
 
