@@ -201,3 +201,10 @@ def test_torchrun_two_processes_merge_to_the_single_process_records(dream_dir, t
     meta = json.loads((tmp_path / "dp" / "summary.json").read_text())["meta"]
     assert meta["world_size"] == 2
     assert not math.isnan(json.loads((tmp_path / "dp" / "summary.json").read_text())["summary"][0]["tokens_per_second"])
+
+
+def test_too_long_prompts_fail_before_any_decoding(llada):
+    from dynamic_dllm.evaluation.bench import run_bench
+
+    with pytest.raises(ValueError, match="task tiny-suite: the longest prompt has .* maximum length 512"):
+        run_bench(llada, [TinySuite()], [resolve_row("baseline")], limit=2, gen_length=512, block_length=32)

@@ -157,6 +157,17 @@ def decode_batch(lm, examples: Sequence[Example], row: Row, config, extra_cache:
     return tokens, texts, stats
 
 
+def check_lengths(lm, task: Task, examples: Sequence[Example], config) -> None:
+    """Reject a task whose longest prompt (chat-formatted) plus ``gen_length`` exceeds the model."""
+    from ..api import encode_prompts
+
+    longest = max(encode_prompts(lm.tokenizer, [e.prompt], chat=True)[0].shape[1] for e in examples)
+    if longest + config.gen_length > lm.model.max_length:
+        raise ValueError(f"task {task.name}: the longest prompt has {longest} tokens; with gen_length {config.gen_length}"
+                         f" that exceeds the model's maximum length {lm.model.max_length} (lower --limit or"
+                         " --gen-length, or use a model with a longer context)")
+
+
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -322,13 +333,16 @@ def run_bench(lm, tasks: Sequence[Task], rows: Sequence[Row], *, limit: Optional
     baseline = baseline or ("baseline" if "baseline" in names else names[0])
     if baseline not in names:
         raise ValueError(f"baseline {baseline!r} is not one of the rows {names}")
-    all_records, summary, configs = [], [], {}
-    for task in tasks:
+    all_records, summary, configs, loaded = [], [], {}, []
+    for task in tasks:  # every input error before any decoding
         config = task_config(task, **config_overrides)
         configs[task.name] = attrs.asdict(config)
         examples = task.load(limit)
         if not examples:
             raise ValueError(f"task {task.name} has no examples")
+        check_lengths(lm, task, examples, config)
+        loaded.append((task, config, examples))
+    for task, config, examples in loaded:
         mine = len(examples[dist.rank::dist.world_size])
         with tqdm(total=mine * len(rows) * repeats, desc=task.name, unit="item", file=sys.stderr,
                   disable=not (progress and dist.main)) as bar:
