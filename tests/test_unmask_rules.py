@@ -243,6 +243,10 @@ def test_factor_example():
     c = torch.tensor([[0.5, 0.99, 0.8, 0.9]], dtype=torch.float64)  # 2·0.01, 3·0.1, 4·0.2 < 1; 5·0.5 ≥ 1
     assert FactorRule(1.0).select(as_scores(c, m), View(m))[0].tolist() == [False, True, True, True]
     assert FactorRule(0.01).select(as_scores(c, m), View(m))[0].tolist() == [False, True, False, False]
+    m2 = torch.ones(1, 2, dtype=torch.bool)
+    c2 = torch.tensor([[0.9, 0.5]], dtype=torch.float64)  # n = 2: (2+1)·(1 − 0.5) = 1.5 exactly, not < 1.5
+    assert FactorRule(1.5).select(as_scores(c2, m2), View(m2))[0].tolist() == [True, False]
+    assert FactorRule(1.5000001).select(as_scores(c2, m2), View(m2))[0].tolist() == [True, True]
 
 
 # --- APD thresholds -----------------------------------------------------------------------
