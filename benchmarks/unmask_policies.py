@@ -58,9 +58,10 @@ def main(argv=None) -> int:
         return 0
     print(f"model {result['model']}, {len(items)} prompts, gen {args.gen_length} / block {args.block_length}"
           f" / steps {args.steps}, cache none, greedy")
-    print(f"{'policy':<16}{'tokens/step':>12}{'NFE':>8}{'NFE range':>12}{'exact':>8}{'seconds':>9}")
+    width = max(16, *(len(r["policy"]) + 2 for r in rows))
+    print(f"{'policy':<{width}}{'tokens/step':>12}{'NFE':>8}{'NFE range':>12}{'exact':>8}{'seconds':>9}")
     for r in rows:
-        print(f"{r['policy']:<16}{r['tokens_per_step']:>12.2f}{r['nfe']:>8.1f}{str(r['nfe_min']) + '-' + str(r['nfe_max']):>12}"
+        print(f"{r['policy']:<{width}}{r['tokens_per_step']:>12.2f}{r['nfe']:>8.1f}{str(r['nfe_min']) + '-' + str(r['nfe_max']):>12}"
               f"{r['exact']:>8.2f}{r['seconds']:>9.1f}")
     return 0
 
