@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from typing import Optional
 
 import torch
@@ -150,6 +151,10 @@ class DynamicDllmLM(LM):
         self.mc_num, self.mc_batch_size = mc_num, min(mc_batch_size, mc_num)
         self.check_greedy, self.seed, self.dtype = bool(check_greedy), int(seed), dtype
 
+        if device and str(device).startswith("cuda") and not torch.cuda.is_available():
+            # lm-eval's CLI passes device=cuda unless told otherwise
+            warnings.warn(f"device {device!r} requested but CUDA is not available; using cpu")
+            device = "cpu"
         self._rank, self._world_size = 0, 1
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world > 1 or (torch.distributed.is_available() and torch.distributed.is_initialized()):
