@@ -53,7 +53,7 @@ import torch
 from ..core.hookspecs import hookimpl
 from ..core.policy import RunInfo, UnmaskPolicy
 from ..core.types import Commit, StepState
-from .scores import even_schedule, gumbel_argmax, masked_scores, negative_entropy, probability_of, select_top_k, top2_margin
+from .scores import choose_tokens, even_schedule, masked_scores, negative_entropy, probability_of, select_top_k, top2_margin
 
 # --- validators --------------------------------------------------------------------------------
 
@@ -94,13 +94,7 @@ class BlockView:
         self.state = state
         self.logits = logits
         self.masked = state.block_masked
-        if 0 <= state.mask_id < logits.shape[-1]:  # committing the mask token would not commit anything
-            choice = logits.index_fill(-1, torch.tensor([state.mask_id], device=logits.device), float("-inf"))
-            tokens = gumbel_argmax(choice, state.config.temperature, state.generator)
-            # LLaDA's float64 exp(z) can underflow to a tie of zeros that argmax resolves to the mask
-            tokens = torch.where(tokens == state.mask_id, choice.argmax(-1), tokens)
-        else:
-            tokens = gumbel_argmax(logits, state.config.temperature, state.generator)
+        tokens = choose_tokens(logits, state.config.temperature, state.generator, state.mask_id)
         self.tokens = tokens
 
     @cached_property

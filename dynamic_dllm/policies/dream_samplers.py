@@ -8,7 +8,7 @@ argmax at T = 0 else a categorical draw; its confidence is the token's probabili
 rules commit ``int(n_masked * (1 - s/t))`` top-confidence masked positions (all at the last step;
 with ``alg_temp > 0`` drawn from ``softmax(conf / alg_temp)`` without replacement); ``origin``
 commits each masked position independently with probability ``1 - s/t`` (1 at the last step).
-Deviation from Dream: ``n_masked`` is counted per row, not as the batch mean, so a batch decodes
+Deviations from Dream: the mask token is never chosen as a token; ``n_masked`` is counted per row, not as the batch mean, so a batch decodes
 like its rows run alone. These rules may commit nothing at an early step (``int`` rounds down);
 the block still ends at its last step.
 """
@@ -59,12 +59,15 @@ class DreamSampler(UnmaskPolicy):
         if self.top_k is not None:
             z = filter_top_k(z, self.top_k)
         probs = torch.softmax(z, -1)
+        # the mask token is never a choice (committing it would commit nothing); probabilities keep it
+        choosable = probs.index_fill(-1, torch.tensor([state.mask_id], device=probs.device), 0.0)
         if T > 0:
-            flat = probs.flatten(0, 1)
+            flat = choosable.flatten(0, 1)
+            flat = torch.where(flat.sum(-1, keepdim=True) > 0, flat, torch.ones_like(flat))
             tokens = torch.multinomial(flat, 1, generator=state.generator).view(probs.shape[:-1])
-            conf = probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
         else:
-            conf, tokens = probs.max(-1)
+            tokens = choosable.argmax(-1)
+        conf = probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
         return tokens, conf, probs
 
     def confidence(self, tokens, conf, probs) -> torch.Tensor:

@@ -19,6 +19,17 @@ def gumbel_argmax(logits: torch.Tensor, temperature: float, generator: torch.Gen
     return (z.exp() / (-torch.log(u)) ** temperature).argmax(-1)
 
 
+def choose_tokens(logits: torch.Tensor, temperature: float, generator: torch.Generator, mask_id: int) -> torch.Tensor:
+    """:func:`gumbel_argmax` over every token but the mask token: committing ``[MASK]`` would commit
+    nothing (LLaDA's sampler can pick it and then stall a block). If float64 ``exp(z)`` underflows
+    to a tie of zeros the greedy choice is taken."""
+    if not 0 <= mask_id < logits.shape[-1]:
+        return gumbel_argmax(logits, temperature, generator)
+    choice = logits.index_fill(-1, torch.tensor([mask_id], device=logits.device), float("-inf"))
+    tokens = gumbel_argmax(choice, temperature, generator)
+    return torch.where(tokens == mask_id, choice.argmax(-1), tokens)
+
+
 def probability_of(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """``softmax(z)[token]`` (in the logits' dtype, as LLaDA): the chosen token's probability."""
     return torch.softmax(logits, -1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
