@@ -277,14 +277,19 @@ def format_table(summary: list[dict], tasks: Sequence[str], rows: Sequence[Row])
     row NFE, tokens/step, recompute fraction, agreement and the timing spread."""
     cell = {(s["task"], s["preset"]): s for s in summary}
     width = max(len("preset"), *(len(r.name) for r in rows))
-    head = f"{'preset':<{width}}" + "".join(f" | {t[:24]:^26}" for t in tasks)
-    sub = " " * width + "".join(f" | {'acc':>7} {'tok/s':>8} {'(x)':>7}" + " " * 1 for _ in tasks)
-    lines = [head, sub, "-" * len(head)]
+    average = len(tasks) > 1  # the paper's last column: mean accuracy and mean speedup over tasks
+    head = f"{'preset':<{width}}" + "".join(f" | {t[:24]:^25}" for t in tasks) + (f" | {'average':^16}" if average else "")
+    sub = (" " * width + "".join(f" | {'acc':>7} {'tok/s':>8} {'(x)':>7} " for _ in tasks)
+           + (f" | {'acc':>7} {'(x)':>7} " if average else ""))
+    lines = [head, sub, "-" * len(sub)]
     for r in rows:
         line = f"{r.name:<{width}}"
         for t in tasks:
             s = cell[(t, r.name)]
             line += f" | {100 * s['accuracy']:7.2f} {s['tokens_per_second']:8.1f} {_x(s['speedup']):>7} "
+        if average:
+            line += (f" | {100 * _mean(cell[(t, r.name)]['accuracy'] for t in tasks):7.2f}"
+                     f" {_x(_mean(cell[(t, r.name)]['speedup'] for t in tasks)):>7} ")
         lines.append(line)
     lines += ["", f"{'task':<12} {'preset':<{width}} {'n':>5} {'acc%':>7} {'tok/s':>8} {'spread':>17} {'speedup':>7} "
               f"{'NFE':>7} {'tok/step':>8} {'recomp':>7} {'agree%':>7}"]
