@@ -28,7 +28,7 @@ def split_rows(text: str) -> list[str]:
 def cmd_bench(args) -> int:
     import torch
 
-    from .bench import PRESETS, init_distributed, resolve_row, run_bench, write_outputs
+    from .bench import PRESETS, init_distributed, resolve_row, run_bench
     from .tasks import make_task
 
     if args.list_presets:
@@ -46,17 +46,40 @@ def cmd_bench(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     dist = init_distributed(args.device)
+    if dist.world_size > 1 and args.device == "cuda":  # one GPU per process
+        import os
+
+        args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', dist.rank))}"
+        torch.cuda.set_device(args.device)
     from ..api import load_model
 
     lm = load_model(args.model, dtype=args.dtype, device=args.device)
     t0 = time.time()
-    result = run_bench(lm, tasks, rows, limit=args.limit, batch_size=args.batch_size, repeats=args.repeats,
+    try:
+        result = _run(args, lm, tasks, rows, dist, run_bench)
+    finally:
+        if dist.world_size > 1:
+            import torch.distributed
+
+            torch.distributed.destroy_process_group()
+    if not dist.main:
+        return 0
+    return _report(args, lm, tasks, rows, dist, result, t0)
+
+
+def _run(args, lm, tasks, rows, dist, run_bench):
+    return run_bench(lm, tasks, rows, limit=args.limit, batch_size=args.batch_size, repeats=args.repeats,
                        warmup=not args.no_warmup, baseline=args.baseline, dist=dist, progress=not args.no_progress,
                        gen_length=args.gen_length, block_length=args.block_length, steps=args.steps,
                        stop_at_eos=args.stop_at_eos, temperature=args.temperature, seed=args.seed, dtype=args.dtype,
                        device=args.device)
-    if not dist.main:
-        return 0
+
+
+def _report(args, lm, tasks, rows, dist, result, t0) -> int:
+    import torch
+
+    from .bench import write_outputs
+
     meta = {"model": args.model, "tasks": [t.name for t in tasks],
             "rows": [{"name": r.name, "cache": r.cache, "unmask": r.unmask} for r in rows], "baseline": result["baseline"],
             "limit": args.limit, "batch_size": args.batch_size, "repeats": args.repeats, "world_size": dist.world_size,
