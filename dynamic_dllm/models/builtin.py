@@ -17,12 +17,25 @@ def cache_dir() -> Path:
     return Path(os.environ.get("DYNAMIC_DLLM_HOME", Path.home() / ".cache" / "dynamic_dllm"))
 
 
+#: The trained tiny LLaDA-architecture model shipped inside the package (see docs/tiny_model.md).
+TINY_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "tiny"
+
+
+def locate_tiny() -> Path:
+    """The shipped ``tiny`` checkpoint: 4 layers × 128 wide, byte tokenizer, trained by
+    ``dynamic-dllm train-tiny`` on the synthetic task suite (:mod:`dynamic_dllm.tasks.tiny_suite`)."""
+    if not (TINY_CHECKPOINT / "config.json").is_file():
+        raise FileNotFoundError(f"the shipped tiny checkpoint is missing from {TINY_CHECKPOINT}; "
+                                "reinstall the package (package data 'checkpoints/tiny/*')")
+    return TINY_CHECKPOINT
+
+
 def locate_random_llada() -> Path:
     """A random-weight LLaDA checkpoint (4 layers × 128 wide, byte tokenizer), built
     deterministically on first use under ``$DYNAMIC_DLLM_HOME`` (default ``~/.cache/dynamic_dllm``)."""
     from .random_checkpoint import build_random_checkpoint
 
-    folder = cache_dir() / "random-llada-v1"
+    folder = cache_dir() / "random-llada-v2"
     if not (folder / "config.json").is_file():
         tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
         build_random_checkpoint("llada", tmp, seed=0, **RANDOM_LLADA_SIZES)
@@ -38,4 +51,5 @@ def register_models(register):
 
 @hookimpl
 def register_checkpoints(register):
+    register("tiny", locate_tiny)
     register("random-llada", locate_random_llada)

@@ -42,17 +42,23 @@ def random_config(family: str, vocab_size: int, mask_id: int, eos_id: int, n_lay
     raise ValueError(f"unknown family {family!r}; known: llada, dream")
 
 
-def init_weights(model: torch.nn.Module, seed: int, std: float = 0.02) -> None:
-    """Normal(0, std) for matrices and embeddings, zeros for biases, ones for norms."""
+def init_weights(model: torch.nn.Module, seed: int, std: float = 0.02, final_norm: float = 1.0) -> None:
+    """Normal(0, std) for matrices, embeddings and biases; ones for the per-layer norm weights;
+    ``final_norm`` for the last norm before the head (``ln_f`` / ``model.norm``).
+
+    Random checkpoints keep ``final_norm`` = 1 so their logits are not all zero; training starts
+    from ``final_norm`` = 0 (uniform first predictions, loss log V at step 0)."""
     gen = torch.Generator().manual_seed(seed)
     for name, p in model.named_parameters():
         with torch.no_grad():
-            if p.ndim == 1:
-                p.copy_(torch.ones_like(p) if name.endswith("norm.weight") or "norm" in name else torch.zeros_like(p))
-                if "bias" in name:
-                    p.copy_(torch.randn(p.shape, generator=gen) * std)
-            else:
+            if p.ndim > 1 or "bias" in name:
                 p.copy_(torch.randn(p.shape, generator=gen) * std)
+            elif name.endswith(("ln_f.weight", "model.norm.weight")):
+                p.fill_(final_norm)
+            elif "norm" in name:
+                p.fill_(1.0)
+            else:
+                raise ValueError(f"init_weights: no rule for the 1-D parameter {name!r}")
 
 
 def build_random_checkpoint(family: str, folder, seed: int = 0, max_shard_bytes: Optional[int] = None, std: float = 0.02,

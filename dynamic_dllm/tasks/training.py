@@ -200,7 +200,7 @@ def train_tiny(out_dir, *, steps: int = 3200, batch_size: int = 32, lr: float = 
         if rope_theta is not None:
             config["rope_theta"] = float(rope_theta)
         model = LLaDAModel(config)
-        init_weights(model, seed)
+        init_weights(model, seed, final_norm=0.0)
     n_params = sum(p.numel() for p in model.parameters())
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
