@@ -18,8 +18,8 @@ from .core.registry import get_registry
 from .core.types import GenerationConfig, GenerationResult
 from .models.checkpoint import LoadedModel, load_checkpoint
 
-#: Model used when none is named. Until the trained tiny model lands this is a random LLaDA.
-DEFAULT_MODEL = "random-llada"
+#: Model used when none is named: the trained tiny LLaDA-architecture checkpoint shipped in the package.
+DEFAULT_MODEL = "tiny"
 
 
 def load_model(name_or_path: Optional[str] = None, dtype: str = "float32", device: str = "cpu") -> LoadedModel:
