@@ -367,7 +367,7 @@ class HumanEval(Task):
 
 
 class TinySuite(Task):
-    """Held-out items of the tiny model's synthetic suite (caesar, cumsum, lookup, round-robin);
+    """Held-out items of the tiny model's synthetic suite (caesar, fill, swapcase, round-robin);
     exact match of the generated text before the first EOS."""
 
     name = "tiny-suite"

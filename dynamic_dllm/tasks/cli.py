@@ -69,7 +69,7 @@ def add_parser(sub) -> None:
     e = sub.add_parser("eval-tiny", help="exact-match accuracy on held-out items of the tiny task suite")
     e.add_argument("--model", default="tiny", help="checkpoint folder or registered name")
     e.add_argument("--n", type=int, default=500, help="number of held-out items")
-    e.add_argument("--tasks", default=None, help="comma-separated subset of caesar,cumsum,lookup")
+    e.add_argument("--tasks", default=None, help="comma-separated subset of caesar,fill,swapcase")
     e.add_argument("--cache", default="none")
     e.add_argument("--unmask", default="low-confidence")
     e.add_argument("--gen-length", type=int, default=256)
