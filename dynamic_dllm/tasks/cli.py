@@ -40,7 +40,7 @@ def cmd_eval_tiny(args) -> int:
     else:
         tasks = ", ".join(f"{t} {a:.3f}" for t, a in result["per_task"].items())
         print(f"exact match {result['accuracy']:.3f} on {result['n']} held-out items ({tasks}); "
-              f"cache={args.cache} unmask={args.unmask} nfe={result['nfe']} tokens/step={result['mean_tokens_per_step']:.2f}")
+              f"cache={args.cache} unmask={args.unmask} nfe={result['nfe']} over {result['batches']} batches, tokens/step per sequence={result['mean_tokens_per_step']:.2f}")
     return 0
 
 

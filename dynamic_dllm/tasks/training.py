@@ -97,7 +97,10 @@ def evaluate(lm, items: Sequence[Item], cache: str = "none", unmask: str = "low-
     EOS must equal the answer. Batches are left-padded through :func:`dynamic_dllm.api.encode_prompts`.
     ``steps`` defaults to ``gen_length`` (one token per step for fixed-schedule policies).
     Generation stops after the block in which every row produced EOS (``stop_at_eos``), which
-    cannot change the text before the first EOS since earlier blocks are final."""
+    cannot change the text before the first EOS since earlier blocks are final.
+
+    ``nfe`` is summed over the ``batches``; ``mean_tokens_per_step`` is per sequence: committed
+    tokens (EOS padding included) / Σ_batches NFE × rows."""
     from ..api import encode_prompts
     from ..core.engine import denoise
     from ..core.registry import get_registry
@@ -112,7 +115,7 @@ def evaluate(lm, items: Sequence[Item], cache: str = "none", unmask: str = "low-
     model, tok = lm.model, lm.tokenizer
     correct = {t: 0 for t in TASKS}
     total = {t: 0 for t in TASKS}
-    nfe, commits, failures = 0, 0, []
+    nfe, commits, row_steps, failures = 0, 0, 0, []
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
         ids, mask = encode_prompts(tok, [it.prompt for it in chunk], chat=True)
@@ -120,6 +123,7 @@ def evaluate(lm, items: Sequence[Item], cache: str = "none", unmask: str = "low-
                                 attention_mask=mask)
         nfe += stats.nfe
         commits += sum(stats.tokens_per_step)
+        row_steps += stats.nfe * len(chunk)
         for it, row in zip(chunk, canvas[:, ids.shape[1]:].tolist()):
             text = decode_until_eos(row, model.eos_id)
             ok = text == it.answer
@@ -131,7 +135,8 @@ def evaluate(lm, items: Sequence[Item], cache: str = "none", unmask: str = "low-
             progress(len(chunk))
     per_task = {t: correct[t] / total[t] for t in TASKS if total[t]}
     return {"accuracy": sum(correct.values()) / len(items), "per_task": per_task, "n": len(items),
-            "nfe": nfe, "mean_tokens_per_step": commits / nfe if nfe else 0.0, "cache": cache, "unmask": unmask,
+            "nfe": nfe, "batches": -(-len(items) // batch_size),
+            "mean_tokens_per_step": commits / row_steps if row_steps else 0.0, "cache": cache, "unmask": unmask,
             "gen_length": gen_length, "block_length": block_length, "steps": config.steps, "failures": failures}
 
 
