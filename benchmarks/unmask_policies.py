@@ -6,8 +6,10 @@
 Prompts are the first held-out items of the tiny task suite (one per row, batch 1, chat template
 as the CLI uses). For every policy (default parameters, cache ``none``, greedy) prints the mean over
 prompts of the NFE and of the mean committed tokens per step (= gen_length / NFE at batch 1), and
-the share of exact answers (generated text, special tokens skipped, equal to the task's answer —
-meaningful only for the trained ``tiny`` model).
+the share of exact answers (text before the first EOS equal to the task's answer, the suite's
+scoring) and the share of generations whose tokens after that EOS are all EOS (``clean``; a
+policy that commits a late block in one step can leave stray bytes there, which
+``skip_special_tokens`` decoding would show). Both are meaningful only for the trained ``tiny`` model.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 
 import dynamic_dllm as dd
 from dynamic_dllm.tasks.tiny_suite import heldout_items
+from dynamic_dllm.tasks.training import decode_until_eos
 
 
 def main(argv=None) -> int:
@@ -40,7 +43,7 @@ def main(argv=None) -> int:
     items = heldout_items(args.prompts)
     rows = []
     for spec in args.policies.split(","):
-        nfe, tps, exact, wall = [], [], [], 0.0
+        nfe, tps, exact, clean, wall = [], [], [], [], 0.0
         for item in items:
             t0 = time.perf_counter()
             out = dd.generate(lm, item.prompt, cache="none", unmask=spec, gen_length=args.gen_length,
@@ -48,9 +51,13 @@ def main(argv=None) -> int:
             wall += time.perf_counter() - t0
             nfe.append(out.stats.nfe)
             tps.append(out.stats.mean_tokens_per_step)
-            exact.append((out.text or "").strip() == item.answer)
+            row = out.tokens[0, -args.gen_length:].tolist()
+            exact.append(decode_until_eos(row, lm.model.eos_id) == item.answer)
+            tail = row[row.index(lm.model.eos_id):] if lm.model.eos_id in row else [None]
+            clean.append(all(t == lm.model.eos_id for t in tail))
         rows.append(dict(policy=spec, nfe=statistics.mean(nfe), tokens_per_step=statistics.mean(tps),
-                         nfe_min=min(nfe), nfe_max=max(nfe), exact=sum(exact) / len(exact), seconds=wall))
+                         nfe_min=min(nfe), nfe_max=max(nfe), exact=sum(exact) / len(exact),
+                         clean=sum(clean) / len(clean), seconds=wall))
     result = dict(model=args.model or dd.DEFAULT_MODEL, prompts=len(items), gen_length=args.gen_length,
                   block_length=args.block_length, steps=args.steps, rows=rows)
     if args.json:
@@ -59,10 +66,10 @@ def main(argv=None) -> int:
     print(f"model {result['model']}, {len(items)} prompts, gen {args.gen_length} / block {args.block_length}"
           f" / steps {args.steps}, cache none, greedy")
     width = max(16, *(len(r["policy"]) + 2 for r in rows))
-    print(f"{'policy':<{width}}{'tokens/step':>12}{'NFE':>8}{'NFE range':>12}{'exact':>8}{'seconds':>9}")
+    print(f"{'policy':<{width}}{'tokens/step':>12}{'NFE':>8}{'NFE range':>12}{'exact':>8}{'clean':>8}{'seconds':>9}")
     for r in rows:
         print(f"{r['policy']:<{width}}{r['tokens_per_step']:>12.2f}{r['nfe']:>8.1f}{str(r['nfe_min']) + '-' + str(r['nfe_max']):>12}"
-              f"{r['exact']:>8.2f}{r['seconds']:>9.1f}")
+              f"{r['exact']:>8.2f}{r['clean']:>8.2f}{r['seconds']:>9.1f}")
     return 0
 
 
