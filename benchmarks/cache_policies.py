@@ -31,20 +31,10 @@ import dynamic_dllm as dd
 from dynamic_dllm.core import engine as engine_module
 from dynamic_dllm.core import executor as executor_module
 from dynamic_dllm.core.registry import get_registry
-from dynamic_dllm.models.builtin import cache_dir
-from dynamic_dllm.models.checkpoint import load_checkpoint
-from dynamic_dllm.models.random_checkpoint import build_random_checkpoint
-
-BENCH_SIZES = dict(n_layers=8, d_model=512, n_heads=8, d_ff=1376, max_length=2048)
-CACHE_HOOKS = {"generation_start", "cache_step_start", "cache_rows", "cache_keys", "cache_step_end"}
-PROMPT = "Explain why the sky is blue in two sentences."
-
 
 def bench_model():
-    folder = cache_dir() / "bench-llada-8x512"
-    if not (folder / "config.json").is_file():
-        build_random_checkpoint("llada", folder, seed=0, std=0.05, **BENCH_SIZES)
-    return load_checkpoint(folder)
+    """The registered ``bench-llada-8x512`` random LLaDA (built on first use)."""
+    return dd.load_model("bench-llada-8x512")
 
 
 class HookClock:

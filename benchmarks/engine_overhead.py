@@ -18,18 +18,10 @@ import torch
 
 import dynamic_dllm as dd
 from dynamic_dllm.core import executor as executor_module
-from dynamic_dllm.models.builtin import cache_dir
-from dynamic_dllm.models.checkpoint import load_checkpoint
-from dynamic_dllm.models.random_checkpoint import build_random_checkpoint
-
-BENCH_SIZES = dict(n_layers=8, d_model=512, n_heads=8, d_ff=1376, max_length=2048)
-
 
 def bench_model():
-    folder = cache_dir() / "bench-llada-8x512"
-    if not (folder / "config.json").is_file():
-        build_random_checkpoint("llada", folder, seed=0, std=0.05, **BENCH_SIZES)
-    return load_checkpoint(folder)
+    """The registered ``bench-llada-8x512`` random LLaDA (built on first use)."""
+    return dd.load_model("bench-llada-8x512")
 
 
 def main():

@@ -30,17 +30,32 @@ def locate_tiny() -> Path:
     return TINY_CHECKPOINT
 
 
+#: Random LLaDA the speed benchmarks run on (the issues' "8 layers × 512 width").
+BENCH_LLADA_SIZES = dict(n_layers=8, d_model=512, n_heads=8, d_ff=1376, max_length=2048)
+
+
+def _built_random_llada(name: str, std: float, sizes: dict) -> Path:
+    """``$DYNAMIC_DLLM_HOME/name``: a random LLaDA (seed 0) built on first use; the version suffix
+    of ``name`` changes whenever the weights :func:`build_random_checkpoint` makes would change."""
+    from .random_checkpoint import build_random_checkpoint
+
+    folder = cache_dir() / name
+    if not (folder / "config.json").is_file():
+        tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+        build_random_checkpoint("llada", tmp, seed=0, std=std, **sizes)
+        tmp.replace(folder) if not folder.exists() else None
+    return folder
+
+
 def locate_random_llada() -> Path:
     """A random-weight LLaDA checkpoint (4 layers × 128 wide, byte tokenizer), built
     deterministically on first use under ``$DYNAMIC_DLLM_HOME`` (default ``~/.cache/dynamic_dllm``)."""
-    from .random_checkpoint import build_random_checkpoint
+    return _built_random_llada("random-llada-v2", 0.02, RANDOM_LLADA_SIZES)
 
-    folder = cache_dir() / "random-llada-v2"
-    if not (folder / "config.json").is_file():
-        tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-        build_random_checkpoint("llada", tmp, seed=0, **RANDOM_LLADA_SIZES)
-        tmp.replace(folder) if not folder.exists() else None
-    return folder
+
+def locate_bench_llada() -> Path:
+    """The benchmarks' random LLaDA: 8 layers × 512 wide (d_ff 1376, 8 heads), std 0.05, byte tokenizer."""
+    return _built_random_llada("bench-llada-8x512-v2", 0.05, BENCH_LLADA_SIZES)
 
 
 @hookimpl
@@ -53,3 +68,4 @@ def register_models(register):
 def register_checkpoints(register):
     register("tiny", locate_tiny)
     register("random-llada", locate_random_llada)
+    register("bench-llada-8x512", locate_bench_llada)
