@@ -32,6 +32,10 @@ from dynamic_dllm.core import engine as engine_module
 from dynamic_dllm.core import executor as executor_module
 from dynamic_dllm.core.registry import get_registry
 
+CACHE_HOOKS = {"generation_start", "cache_step_start", "cache_rows", "cache_keys", "cache_step_end"}
+PROMPT = "Explain why the sky is blue in two sentences."
+
+
 def bench_model():
     """The registered ``bench-llada-8x512`` random LLaDA (built on first use)."""
     return dd.load_model("bench-llada-8x512")
