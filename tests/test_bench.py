@@ -57,9 +57,7 @@ def test_presets_resolve_lazily_through_the_registry():
 
 
 def _rows():
-    # dcu and dllm-cache rows are left out: on padded batches their outputs currently differ from
-    # batch 1 (reported to the policy owners); these rows are padding-exact
-    names = [n for n in ("baseline", "fast-dllm", "fast-dllm-parallel", "dkv-cache") if n in available_presets()]
+    names = [n for n in PRESETS if n in available_presets()]
     assert "baseline" in names
     return [resolve_row(n) for n in names] + [resolve_row("none/apd")]
 

@@ -272,8 +272,10 @@ def test_sparse_scores_use_step_one_states(llada_live, monkeypatch):
 # --- batch with left padding ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cache", ["prefix", "dual", "dkv-cache:refresh_interval=3", "sparse-dllm"])
+@pytest.mark.parametrize("cache", ["prefix", "dual", "dkv-cache:refresh_interval=3", "sparse-dllm", "dcu:budget=4",
+                                   "dcu:budget=3,score=value+window:size=4", "dllm-cache:prompt_interval=5,response_interval=3"])
 def test_batch_with_left_padding_equals_single_runs(model, cache):
+    """Row choices (top-B by change) break ties left to right, so padding does not change them."""
     singles = _prompts([3, 8, 5], seed=4)
     ids, mask = _left_pad(singles, model.model.pad_id)
     config = dict(gen_length=16, block_length=8, steps=16)

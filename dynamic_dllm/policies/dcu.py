@@ -222,8 +222,10 @@ class DynamicCacheUpdating(CachePolicy):
         k = self.k_max[layer]
         if k == 0:
             return None
+        # a stable sort, not topk: equal scores (e.g. unchanged rows, d = 0) are taken left to right,
+        # so the choice does not depend on how many padding rows precede a sequence
+        top = torch.sort(d, dim=1, descending=True, stable=True).indices[:, :k]
         ragged = self.keep is not None  # batch rows with different budgets: keep the first B_l[b] by rank
-        top = torch.topk(d, k, dim=1, sorted=ragged).indices
         keep = self.keep[:, layer, :k] if ragged else True
         return torch.zeros(d.shape, dtype=torch.bool, device=d.device).scatter_(1, top, keep)
 

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from ..core.hookspecs import hookimpl
 from ..core.policy import CachePolicy, RunInfo
+from .dcu import ROUNDING_TOLERANCE
 
 
 def _positive_int(instance, attribute, value):
@@ -78,8 +79,10 @@ class DllmCache(CachePolicy):
             r0 = self.response_start
             fresh = context.values(rows=self.response_rows)[:, r0:]
             cached = context.cached_values()[:, r0:]  # the previous step's V (written back after this hook)
-            sim = F.cosine_similarity(fresh.float(), cached.float(), dim=-1)
-            k = min(self.n_replace, sim.shape[1])
-            least = torch.topk(sim, k, dim=1, largest=False).indices + r0
+            # 1 − cos, with rounding noise of an unchanged row counted as 0; a stable sort takes equal
+            # changes left to right, so the choice does not depend on the padding before a sequence
+            change = F.threshold(1.0 - F.cosine_similarity(fresh.float(), cached.float(), dim=-1), ROUNDING_TOLERANCE, 0.0)
+            k = min(self.n_replace, change.shape[1])
+            least = torch.sort(change, dim=1, descending=True, stable=True).indices[:, :k] + r0
             rows.scatter_(1, least, True)
         return rows
