@@ -168,3 +168,64 @@ def test_model_is_registered_and_never_sets_device(llada_dir):
     lm = DynamicDllmLM(pretrained=str(llada_dir), preset="fast-dllm-parallel")
     assert (lm.cache, lm.unmask) == ("dual", "threshold:threshold=0.9")
     assert lm.rank == 0 and lm.world_size == 1 and str(lm.device) == "cpu"
+
+
+DP_SCRIPT = """
+import json, sys
+import lm_eval
+import dynamic_dllm.evaluation.lm_eval_adapter  # registers the model name 'dynamic-dllm'
+from lm_eval.tasks import TaskManager
+out = lm_eval.simple_evaluate(
+    model="dynamic-dllm", model_args="pretrained=tiny,cache=dcu+window,unmask=low-confidence,block_length=32",
+    tasks=["ddllm_tiny_suite"], apply_chat_template=True, log_samples=True, verbosity="ERROR", bootstrap_iters=0,
+    task_manager=TaskManager(include_path=sys.argv[1], include_defaults=False))
+if out is not None:  # rank 0 only
+    samples = sorted(out["samples"]["ddllm_tiny_suite"], key=lambda s: s["doc_id"])
+    json.dump({"resps": [s["resps"][0][0] for s in samples],
+               "exact_match": out["results"]["ddllm_tiny_suite"]["exact_match,none"]}, open(sys.argv[2], "w"))
+"""
+
+TINY_YAML = """task: ddllm_tiny_suite
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: generate_until
+doc_to_text: "{{{{prompt}}}}"
+doc_to_target: "{{{{answer}}}}"
+generation_kwargs:
+  until: ["<|endoftext|>"]
+  max_gen_toks: 64
+metric_list:
+  - metric: exact_match
+"""
+
+
+def test_data_parallel_lm_eval_run_equals_one_process_on_the_tiny_model(tmp_path):
+    """torchrun with 2 gloo CPU processes: lm-eval gathers each rank's request count (a 0-d tensor)
+    and the samples; the merged answers equal a one-process run, and the shipped model gets them right."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from dynamic_dllm.tasks.tiny_suite import heldout_items
+
+    data = tmp_path / "tiny.jsonl"
+    data.write_text("".join(json.dumps({"prompt": it.prompt, "answer": it.answer}) + "\n" for it in heldout_items(6)))
+    (tmp_path / "tiny.yaml").write_text(TINY_YAML.format(data=data))
+    script = tmp_path / "run.py"
+    script.write_text(DP_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    runs = {"dp": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"],
+            "single": [sys.executable]}
+    results = {}
+    for name, launcher in runs.items():
+        proc = subprocess.run([*launcher, str(script), str(tmp_path), str(tmp_path / f"{name}.json")], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        results[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    assert results["dp"] == results["single"]
+    assert len(results["single"]["resps"]) == 6 and results["single"]["exact_match"] >= 5 / 6

@@ -175,10 +175,13 @@ class DynamicDllmLM(LM):
     # --- distributed primitives lm-eval's evaluator calls (once per task, not per request) ---
 
     def all_gather(self, tensor):
+        """Every rank's ``tensor`` concatenated along dim 0 in rank order; a 0-d tensor (lm-eval's
+        per-rank request count) becomes one entry per rank."""
         if self._world_size == 1:
-            return tensor
+            return tensor.reshape(1) if tensor.dim() == 0 else tensor
         import torch.distributed as dist
 
+        tensor = tensor.reshape(1) if tensor.dim() == 0 else tensor
         parts = [torch.zeros_like(tensor) for _ in range(self._world_size)]
         dist.all_gather(parts, tensor)
         return torch.cat(parts)
