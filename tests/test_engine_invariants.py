@@ -122,7 +122,13 @@ def test_stop_at_eos_fills_the_rest(llada):
     (dict(gen_length=32, block_length=8, steps=2), "steps=2 is fewer than the number of blocks 4"),
     (dict(gen_length=0), "gen_length must be a positive integer"),
     (dict(block_length=-8), "block_length must be a positive integer"),
-    (dict(temperature=-1.0), "temperature must be a number >= 0"),
+    (dict(temperature=-1.0), "temperature must be a finite number >= 0"),
+    (dict(temperature=float("nan")), "temperature must be a finite number >= 0"),
+    (dict(cfg_scale=float("inf")), "cfg_scale must be a finite number >= 0"),
+    (dict(seed=True), "seed must be an integer"),
+    (dict(device="gpu0"), "device 'gpu0' is not a torch device"),
+    pytest.param(dict(device="cuda"), "CUDA is not available on this machine",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
 ])
 def test_config_rules(bad, message):
     with pytest.raises(ValueError, match=message):

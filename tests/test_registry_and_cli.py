@@ -106,3 +106,51 @@ def test_cli_errors_are_one_line(capsys, argv, message):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith(message) and err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("truncate-weights", "cannot read .*model.safetensors: "),
+    ("drop-tokenizer", "cannot read .*tokenizer.json: "),
+    ("bad-config", "cannot read .*config.json: "),
+])
+def test_damaged_checkpoint_is_a_one_line_cli_error(capsys, llada_dir, tmp_path, damage, message):
+    import re
+    import shutil
+
+    folder = tmp_path / "ckpt"
+    shutil.copytree(llada_dir, folder)
+    if damage == "truncate-weights":
+        data = (folder / "model.safetensors").read_bytes()
+        (folder / "model.safetensors").write_bytes(data[:100])
+    elif damage == "drop-tokenizer":
+        for f in folder.glob("tokenizer*"):
+            f.unlink()
+    else:
+        (folder / "config.json").write_text("{not json")
+    assert main(["generate", "x", "--model", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert re.match("error: " + message, err) and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_unexpected_exception_is_one_line_unless_debugging(capsys, monkeypatch):
+    import dynamic_dllm.cli as cli
+
+    def broken(args):
+        raise KeyError("boom")
+
+    monkeypatch.delenv("DYNAMIC_DLLM_DEBUG", raising=False)
+    argv = ["policies"]
+    parser_default = cli.build_parser
+    monkeypatch.setattr(cli, "build_parser", lambda: _with_func(parser_default(), broken))
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: internal error KeyError: 'boom'") and err.count("\n") == 1
+    monkeypatch.setenv("DYNAMIC_DLLM_DEBUG", "1")
+    with pytest.raises(KeyError):
+        cli.main(argv)
+
+
+def _with_func(parser, func):
+    for action in parser._subparsers._group_actions:
+        action.choices["policies"].set_defaults(func=func)
+    return parser

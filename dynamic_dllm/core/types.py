@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import attrs
@@ -24,8 +25,31 @@ def _positive(instance, attribute, value):
 
 
 def _non_negative_number(instance, attribute, value):
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"{attribute.name} must be a number >= 0, got {value!r}")
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{attribute.name} must be a finite number >= 0, got {value!r}")
+
+
+def _integer(instance, attribute, value):
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"{attribute.name} must be an integer, got {value!r}")
+
+
+def _available_device(instance, attribute, value):
+    """A device string torch understands and this machine has (``cpu``, ``cuda``, ``cuda:1``, ``mps``)."""
+    try:
+        device = torch.device(value)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {value!r} is not a torch device (e.g. cpu, cuda, cuda:0)") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device {value!r}: CUDA is not available on this machine (torch {torch.__version__}); use cpu")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"device {value!r}: this machine has {count} CUDA device(s)")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {value!r}: MPS is not available on this machine; use cpu")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device {value!r}: only cpu, cuda and mps are supported")
 
 
 @attrs.frozen
@@ -42,11 +66,11 @@ class GenerationConfig:
     block_length: int = attrs.field(default=32, validator=_positive)
     steps: int = attrs.field(default=128, validator=_positive)
     temperature: float = attrs.field(default=0.0, validator=_non_negative_number)
-    seed: int = attrs.field(default=0, validator=attrs.validators.instance_of(int))
+    seed: int = attrs.field(default=0, validator=_integer)
     cfg_scale: float = attrs.field(default=0.0, validator=_non_negative_number)
     stop_at_eos: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
     dtype: str = attrs.field(default="float32", validator=attrs.validators.in_(tuple(_DTYPES)))
-    device: str = attrs.field(default="cpu", validator=attrs.validators.instance_of(str))
+    device: str = attrs.field(default="cpu", validator=[attrs.validators.instance_of(str), _available_device])
 
     def __attrs_post_init__(self):
         if self.gen_length % self.block_length:

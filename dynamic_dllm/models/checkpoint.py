@@ -32,23 +32,33 @@ class LoadedModel:
     path: Optional[Path] = None
 
 
+def _reading(path: Path, read):
+    """``read()``, with whatever a third-party reader raises on a damaged file (json, safetensors,
+    transformers) turned into one ``ValueError`` line naming the file."""
+    try:
+        return read()
+    except Exception as exc:  # noqa: BLE001 - the readers raise many unrelated types
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        raise ValueError(f"cannot read {path}: {message[:300]}") from exc
+
+
 def read_config(folder: Path) -> dict:
     path = Path(folder) / "config.json"
     if not path.is_file():
         raise ValueError(f"{folder} is not a checkpoint folder: config.json not found")
-    return json.loads(path.read_text())
+    return _reading(path, lambda: json.loads(path.read_text()))
 
 
 def read_state_dict(folder: Path) -> dict:
     """All tensors of the folder, from one file or from the shards its index names."""
     folder = Path(folder)
     if (folder / WEIGHTS_NAME).is_file():
-        return load_file(str(folder / WEIGHTS_NAME))
+        return _reading(folder / WEIGHTS_NAME, lambda: load_file(str(folder / WEIGHTS_NAME)))
     if (folder / INDEX_NAME).is_file():
-        weight_map = json.loads((folder / INDEX_NAME).read_text())["weight_map"]
+        weight_map = _reading(folder / INDEX_NAME, lambda: dict(json.loads((folder / INDEX_NAME).read_text())["weight_map"]))
         state = {}
         for shard in sorted(set(weight_map.values())):
-            state.update(load_file(str(folder / shard)))
+            state.update(_reading(folder / shard, lambda shard=shard: load_file(str(folder / shard))))
         missing = set(weight_map) - set(state)
         if missing:
             raise ValueError(f"{folder}: tensors listed in {INDEX_NAME} but absent from the shards: {sorted(missing)[:5]}")
@@ -77,7 +87,7 @@ def load_checkpoint(folder, dtype: torch.dtype = torch.float32, device: str = "c
         )
     model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, assign=True)
     model.to(device).eval().requires_grad_(False)
-    tokenizer = _load_tokenizer(AutoTokenizer, folder)
+    tokenizer = _reading(folder / "tokenizer.json", lambda: _load_tokenizer(AutoTokenizer, folder))
     tokenizer.padding_side = "left"
     _check_special_ids(model, tokenizer, folder)
     return LoadedModel(model=model, tokenizer=tokenizer, path=folder)
