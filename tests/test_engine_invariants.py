@@ -34,6 +34,9 @@ class Spy(dd.UnmaskPolicy):
             kept = self.previous != state.mask_id
             assert torch.equal(state.x[kept], self.previous[kept]), "a committed token changed"
         assert logits.shape[1] == state.block_end - state.block_start
+        # only current-block positions are ever committed: later blocks are all masks, earlier ones have none
+        assert bool((state.x[:, state.block_end:] == state.mask_id).all()), "a position after the block was committed"
+        assert not bool((state.x[:, P:state.block_start] == state.mask_id).any()), "an earlier block kept a mask"
         commit = self.inner.unmask_commit(state, logits)
         self.steps.append((state.block, state.step_in_block, state.block_masked.sum(1).clone(), commit.positions.sum(1)))
         after = state.x.clone()
