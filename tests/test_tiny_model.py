@@ -72,3 +72,15 @@ def test_cli_generate_uses_the_tiny_model_by_default(capsys):
     assert main(["generate", item.prompt, "--gen-length", "64", "--block-length", "32", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["text"] == item.answer
+
+
+def test_threshold_one_commits_one_token_per_step_on_the_confident_tiny_model(tiny):
+    """The shipped model rounds many float32 probabilities to exactly 1.0; the threshold rule's
+    float64 confidences keep threshold 1.0 at one token per step, equal to low-confidence."""
+    import dynamic_dllm as dd
+
+    prompts = [it.prompt for it in heldout_items(4)]
+    config = dict(gen_length=64, block_length=32, steps=64)
+    strict = dd.generate(tiny, prompts, unmask="threshold:threshold=1.0", **config)
+    assert strict.stats.nfe == 64 and set(strict.stats.tokens_per_step) == {len(prompts)}
+    assert torch.equal(strict.tokens, dd.generate(tiny, prompts, unmask="low-confidence", **config).tokens)

@@ -5,7 +5,8 @@ Source: Dynamic-dLLM paper §2, Eq. 8–11 and Alg. 2 (defaults α = 0.001, β =
 (``TianyiWu233/DYNAMIC-DLLM`` ``utils/generate_function.py: update_pd_threshold``).
 
 Rule, per step, on the masked positions of the current block, with tokens ``x_i`` (argmax),
-confidences ``p_i = softmax(z_i)[x_i]`` and probability vectors ``P_i = softmax(z_i)``:
+confidences ``p_i = softmax(z_i)[x_i]`` and probability vectors ``P_i = softmax(z_i)``, all in
+float64 as in the released code:
 
 * thresholds start at ``τ_i = tau0``;
 * from the second step (of the position's block) on, before committing::
@@ -21,7 +22,9 @@ Block boundaries: the engine hands a policy only the current block's logits, so 
 history starts with its block. ``per-token``: τ is stored per batch row and absolute canvas
 position; a position enters its block at ``tau0``, is updated only while masked in the current
 block, and its τ depends only on its own distributions. ``global``: τ carries over between blocks
-(as the released code, which never resets it); the first step of a block makes no update.
+(the released code never resets it either); the first step of a block makes no update here — a
+difference from the released code, which keeps the whole response's previous distributions and so
+also updates on a block's first step.
 Clamping: none (paper and released code): τ may fall below 0 (then every masked block token is
 committed) or exceed 1 (then only the forced one). α = β = 0 is ``threshold`` at ``tau0``; with
 β = 0 thresholds never increase.
@@ -32,7 +35,7 @@ from __future__ import annotations
 import attrs
 import torch
 
-from .compose import APD_MODES, AdaptiveThresholdRule, RulePolicy, number_in
+from .compose import APD_MODES, AdaptiveThresholdRule, RulePolicy, number_in, probability_float64
 
 
 @attrs.define
@@ -48,6 +51,9 @@ class AdaptiveParallelDecoding(RulePolicy):
     def _check_mode(self, attribute, value):
         if value not in APD_MODES:
             raise ValueError(f"mode must be one of {', '.join(APD_MODES)}, got {value!r} (APD threshold mode)")
+
+    def score(self, view) -> torch.Tensor:
+        return probability_float64(view)
 
     def make_rule(self) -> AdaptiveThresholdRule:
         return AdaptiveThresholdRule(tau0=self.tau0, alpha=self.alpha, beta=self.beta, mode=self.mode)

@@ -124,6 +124,14 @@ def probability(view: BlockView) -> torch.Tensor:
     return view.confidence
 
 
+def probability_float64(view: BlockView) -> torch.Tensor:
+    """``softmax(z)[token]`` computed in float64, as Fast-dLLM's threshold/factor rules and the
+    released APD code do: a float32 softmax rounds a confident token's probability to exactly 1.0
+    (Σ of the other probabilities < 6e-8), so a threshold of 1.0 would be met; in float64 that takes
+    Σ < 1.1e-16 (a logit gap of about 37 + ln V)."""
+    return view.probs.gather(-1, view.tokens.unsqueeze(-1)).squeeze(-1)
+
+
 def margin(view: BlockView) -> torch.Tensor:
     """``p(1) - p(2)``: gap between the two most likely tokens (Dream ``topk_margin``)."""
     return top2_margin(view.probs)
@@ -136,7 +144,7 @@ def neg_entropy(view: BlockView) -> torch.Tensor:
 
 #: Scores by name (for specs and docs).
 SCORES: dict[str, Callable[[BlockView], torch.Tensor]] = {
-    "probability": probability, "margin": margin, "neg-entropy": neg_entropy,
+    "probability": probability, "probability-float64": probability_float64, "margin": margin, "neg-entropy": neg_entropy,
 }
 
 
@@ -257,8 +265,10 @@ class AdaptiveThresholdRule:
     canvas position (``tau`` is ``[B, L]``); it stays ``tau0`` until its block's second step, is
     updated only while the position is masked and its block is current, and freezes when committed
     — so each τ_i depends only on position i's own distributions. Global: τ carries over from block
-    to block (as in the released code, which never resets it); the first step of each block makes
-    no update (the new block's positions have no previous distribution).
+    to block (the released code never resets it either). The first step of each block makes no
+    update here, because the new block's positions have no previous distribution; this differs from
+    the released code, which keeps the whole response's previous distributions and so also
+    updates on a block's first step.
 
     Clamping: none, as in the paper and the released code. τ may drop below 0 (every masked
     position is then committed) or rise above 1 (only the forced most-confident one is).
