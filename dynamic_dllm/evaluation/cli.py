@@ -28,7 +28,7 @@ def split_rows(text: str) -> list[str]:
 def cmd_bench(args) -> int:
     import torch
 
-    from .bench import PRESETS, init_distributed, resolve_row, run_bench
+    from .bench import PRESETS, available_presets, init_distributed, resolve_row, run_bench
     from .tasks import make_task
 
     if args.list_presets:
@@ -40,7 +40,7 @@ def cmd_bench(args) -> int:
         if value is not None and value <= 0:
             raise ValueError(f"{name} must be a positive integer, got {value}")
     # rows are ';'-separated since user specs may contain commas (dcu:budget=16,score=input+window/apd)
-    rows = [resolve_row(r) for r in split_rows(args.presets)]
+    rows = [resolve_row(r) for r in (split_rows(args.presets) if args.presets else available_presets())]
     tasks = [make_task(t, data_dir=args.data_dir, allow_code_execution=args.allow_code_execution,
                        gpqa_subset=args.gpqa_subset) for t in _csv(args.tasks)]
     if args.threads:
@@ -132,8 +132,9 @@ def add_parser(sub) -> None:
     b.add_argument("--model", default=None, help="checkpoint folder or registered name (default: the embedded model)")
     b.add_argument("--tasks", default="tiny-suite",
                    help="comma-separated: tiny-suite, gsm8k, mmlu, arc_challenge, gpqa, humaneval")
-    b.add_argument("--presets", default="baseline;fast-dllm;fast-dllm-parallel;dynamic-dllm;dynamic-dllm-parallel",
-                   help="rows: preset names (',' or ';'-separated) or CACHE/UNMASK specs (';'-separated); see --list-presets")
+    b.add_argument("--presets", default=None,
+                   help="rows: preset names (',' or ';'-separated) or CACHE/UNMASK specs (';'-separated); see --list-presets"
+                        " (default: every preset whose policies are registered)")
     b.add_argument("--baseline", default=None, help="row the speedup and agreement refer to (default: baseline, else the first)")
     b.add_argument("--list-presets", action="store_true", help="print the presets and exit")
     b.add_argument("--data-dir", default=None, help="benchmark data folder (default: $DYNAMIC_DLLM_DATA or ../shared/data)")
