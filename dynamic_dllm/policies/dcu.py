@@ -25,8 +25,8 @@ follows the paper: every layer is scored, candidates are all valid rows of the c
 batch row has its own dynamics, budgets and index sets.
 
 Bookkeeping cost: per layer one multiply, one norm and one dot product over ``[B, L, d]`` and one
-``topk``: the cosine of RMSNorm outputs equals the cosine of ``w ⊙ x`` (the per-row ``1/rms``
-cancels, see :func:`scale_free_input`), so the all-row normalisation is skipped; the inverse norms
+stable sort of ``[B, L]`` (ties left to right): the cosine of RMSNorm outputs equals the cosine of
+``w ⊙ x`` (the per-row ``1/rms`` cancels, see :func:`scale_free_input`), so the all-row normalisation is skipped; the inverse norms
 are kept from the previous step; budgets are computed once per step for all layers. The previous
 step's vectors are kept by reference (no copy).
 
