@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from dynamic_dllm.core.executor import PartialLayerExecutor, mask_to_index
-from dynamic_dllm.models.base import rope_cos_sin
+from dynamic_dllm.models.base import apply_rope, rope_cos_sin
 
 
 def _canvas(model, B=2, L=24, seed=0):
@@ -112,6 +112,9 @@ def test_random_rows_match_naive_reference(any_model):
             torch.testing.assert_close(got, want, atol=1e-9, rtol=1e-9)
         if layer + 1 < model.n_layers:
             torch.testing.assert_close(seen[layer + 1][0], want_out, atol=1e-9, rtol=1e-9)
+    # the rotated-key cache is RoPE of the K cache at every row, rewritten rows included
+    for layer in range(model.n_layers):
+        assert torch.equal(ex.k_rot[layer], apply_rope(ex.k[layer], ex.cos, ex.sin, model.rope_full_precision))
     # rows never chosen keep their cached K/V untouched
     untouched = ~chosen[0]
     assert torch.equal(ex.k[0][untouched], seen[0][1][0][untouched])
@@ -132,3 +135,7 @@ def test_mask_to_index_pads_with_first_selected():
     index, writable = mask_to_index(rows)
     assert index.tolist() == [[1, 3, 1], [0, 0, 0], [0, 1, 2]]
     assert writable.tolist() == [[True] * 3, [False] * 3, [True] * 3]
+    index, writable = mask_to_index(rows[[0, 2]])  # every batch row has a selection: all writable
+    assert index.tolist() == [[1, 3, 1], [0, 1, 2]] and writable is None
+    index, writable = mask_to_index(torch.tensor([[True, False, True], [False, True, True]]))
+    assert index.tolist() == [[0, 2], [1, 2]] and writable is None

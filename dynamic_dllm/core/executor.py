@@ -1,7 +1,9 @@
 """The partial-layer executor: one forward pass that recomputes only chosen rows per layer.
 
 Per layer ``l`` it keeps, for every position: K and V (before RoPE, so positions stay explicit),
-the attention-block output A (after the output projection) and the FFN output F. For the row set
+the attention-block output A (after the output projection) and the FFN output F; beside K it keeps
+RoPE(K) at the row's position (positions are fixed within a generation), updated for exactly the
+rows whose K is rewritten, so a step rotates only the keys it recomputes. For the row set
 ``U_l`` chosen for the step it computes, with ``x`` the current residual stream::
 
     xn_U = n1(x_U);  Q_U, K_U, V_U = proj(xn_U);  K[U], V[U] <- K_U, V_U
@@ -32,19 +34,23 @@ import torch.nn.functional as F
 from ..models.base import DecoderModel, LayerParts, apply_rope, attention, rope_cos_sin
 
 
-def mask_to_index(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def mask_to_index(rows: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Bool ``[B, L]`` → (index ``[B, R]``, writable ``[B, R]``) with R = max row count.
 
     The first ``count_b`` entries of row b are its selected positions (ascending). Padding entries
     repeat the row's first selected position (writing identical values twice is harmless); in a row
-    with no selection they point at position 0 and are marked not writable.
+    with no selection they point at position 0 and are marked not writable. ``writable`` is None
+    when every batch row has a selection (every entry writable).
     """
     counts = rows.sum(1)
-    R = int(counts.max())
+    lo, hi = counts.aminmax()
+    R = int(hi)
     order = torch.argsort((~rows).to(torch.int8), dim=1, stable=True)[:, :R]
+    if int(lo) == R:  # same count in every row: no padding entries
+        return order, None
     in_range = torch.arange(R, device=rows.device) < counts[:, None]
     index = torch.where(in_range, order, order[:, :1])
-    writable = (counts > 0)[:, None].expand(-1, R)
+    writable = None if int(lo) > 0 else (counts > 0)[:, None].expand(-1, R)
     return index, writable
 
 
@@ -54,12 +60,14 @@ def _gather(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return t.gather(1, idx)
 
 
-def _scatter(t: torch.Tensor, index: torch.Tensor, writable: torch.Tensor, values: torch.Tensor) -> None:
-    """In place: ``t[b, index[b, r]] = values[b, r]`` where writable, unchanged elsewhere."""
-    old = _gather(t, index)
-    w = writable.view(*writable.shape, *([1] * (values.dim() - 2)))
+def _scatter(t: torch.Tensor, index: torch.Tensor, writable: Optional[torch.Tensor], values: torch.Tensor) -> None:
+    """In place: ``t[b, index[b, r]] = values[b, r]`` where writable (None: everywhere), unchanged elsewhere."""
     idx = index.view(*index.shape, *([1] * (t.dim() - 2))).expand(*index.shape, *t.shape[2:])
-    t.scatter_(1, idx, torch.where(w, values.to(t.dtype), old))
+    values = values.to(t.dtype)
+    if writable is not None:
+        w = writable.view(*writable.shape, *([1] * (values.dim() - 2)))
+        values = torch.where(w, values, _gather(t, index))
+    t.scatter_(1, idx, values)
 
 
 class LayerContext:
@@ -192,6 +200,7 @@ class PartialLayerExecutor:
     def _allocate(self, dtype: torch.dtype, device) -> None:
         m, (B, L) = self.model, self.shape
         self.k = torch.zeros(m.n_layers, B, L, m.n_kv_heads, m.head_dim, dtype=dtype, device=device)
+        self.k_rot = torch.zeros_like(self.k)  # RoPE(K) at each row's fixed position, kept in step with K
         self.v = torch.zeros_like(self.k)
         self.attn = torch.zeros(m.n_layers, B, L, m.d_model, dtype=dtype, device=device)
         self.ffn = torch.zeros_like(self.attn)
@@ -256,8 +265,8 @@ class PartialLayerExecutor:
         fresh_all = ctx.fresh_values is not None and ctx.fresh_value_rows is None
         v = self._heads(ctx.fresh_values if fresh_all else p.v_proj(xn), m.n_kv_heads)
         self.k[i], self.v[i] = k, v
-        k_rot = apply_rope(k, self.cos, self.sin, m.rope_full_precision)
-        self.attn[i] = p.o_proj(attention(q, k_rot, v, ctx.key_mask))
+        self.k_rot[i] = apply_rope(k, self.cos, self.sin, m.rope_full_precision)
+        self.attn[i] = p.o_proj(attention(q, self.k_rot[i], v, ctx.key_mask))
         h = x + self.attn[i]
         self.ffn[i] = self._ffn(p, h)
         return h + self.ffn[i]
@@ -270,10 +279,11 @@ class PartialLayerExecutor:
         q = apply_rope(self._heads(p.q_proj(xn), m.n_heads), cos, sin, m.rope_full_precision)
         if ctx.fresh_values is not None:
             self.v[i] = ctx.fresh_values.view_as(self.v[i])
-        _scatter(self.k[i], index, writable, self._heads(p.k_proj(xn), m.n_kv_heads))
+        k = self._heads(p.k_proj(xn), m.n_kv_heads)
+        _scatter(self.k[i], index, writable, k)
+        _scatter(self.k_rot[i], index, writable, apply_rope(k, cos, sin, m.rope_full_precision))  # only rows U rotate
         _scatter(self.v[i], index, writable, self._heads(p.v_proj(xn), m.n_kv_heads))
-        k_rot = apply_rope(self.k[i], self.cos, self.sin, m.rope_full_precision)
-        _scatter(self.attn[i], index, writable, p.o_proj(attention(q, k_rot, self.v[i], ctx.key_mask)))
+        _scatter(self.attn[i], index, writable, p.o_proj(attention(q, self.k_rot[i], self.v[i], ctx.key_mask)))
         h = x + self.attn[i]
         _scatter(self.ffn[i], index, writable, self._ffn(p, _gather(h, index)))
         return h + self.ffn[i]
