@@ -10,12 +10,13 @@ import attrs
 import torch
 
 import dynamic_dllm
-from dynamic_dllm.policies.scores import even_schedule, masked_scores, select_top_k
+from dynamic_dllm.policies.scores import choose_tokens, even_schedule, masked_scores, select_top_k
 
 
 @attrs.define
 class LeftToRight(dynamic_dllm.UnmaskPolicy):
-    """Commit the leftmost masked block positions, LLaDA's scheduled count per step (greedy tokens)."""
+    """Commit the leftmost masked block positions, LLaDA's scheduled count per step (tokens as LLaDA
+    chooses them: Gumbel-max at the config's temperature, never the mask token)."""
 
     @dynamic_dllm.hookimpl
     def unmask_commit(self, state, logits):
@@ -24,7 +25,8 @@ class LeftToRight(dynamic_dllm.UnmaskPolicy):
             self.schedule = even_schedule(masked.sum(1), state.steps_per_block)
         leftness = -torch.arange(masked.shape[1], device=masked.device, dtype=torch.float64).expand(masked.shape)
         k = torch.minimum(self.schedule[:, min(state.step_in_block, state.steps_per_block - 1)], masked.sum(1))
-        return dynamic_dllm.Commit(positions=select_top_k(masked_scores(leftness, masked), k), tokens=logits.argmax(-1))
+        tokens = choose_tokens(logits, state.config.temperature, state.generator, state.mask_id)
+        return dynamic_dllm.Commit(positions=select_top_k(masked_scores(leftness, masked), k), tokens=tokens)
 
 
 @dynamic_dllm.hookimpl
