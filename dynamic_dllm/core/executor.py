@@ -43,14 +43,13 @@ def mask_to_index(rows: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tens
     when every batch row has a selection (every entry writable).
     """
     counts = rows.sum(1)
-    lo, hi = counts.aminmax()
-    R = int(hi)
+    lo, R = (int(c) for c in counts.aminmax())
     order = torch.argsort((~rows).to(torch.int8), dim=1, stable=True)[:, :R]
-    if int(lo) == R:  # same count in every row: no padding entries
+    if lo == R:  # same count in every row: no padding entries
         return order, None
     in_range = torch.arange(R, device=rows.device) < counts[:, None]
     index = torch.where(in_range, order, order[:, :1])
-    writable = None if int(lo) > 0 else (counts > 0)[:, None].expand(-1, R)
+    writable = None if lo > 0 else (counts > 0)[:, None].expand(-1, R)
     return index, writable
 
 

@@ -177,11 +177,11 @@ class DynamicDllmLM(LM):
     def all_gather(self, tensor):
         """Every rank's ``tensor`` concatenated along dim 0 in rank order; a 0-d tensor (lm-eval's
         per-rank request count) becomes one entry per rank."""
+        tensor = tensor.reshape(1) if tensor.dim() == 0 else tensor
         if self._world_size == 1:
-            return tensor.reshape(1) if tensor.dim() == 0 else tensor
+            return tensor
         import torch.distributed as dist
 
-        tensor = tensor.reshape(1) if tensor.dim() == 0 else tensor
         parts = [torch.zeros_like(tensor) for _ in range(self._world_size)]
         dist.all_gather(parts, tensor)
         return torch.cat(parts)

@@ -26,9 +26,9 @@ batch row has its own dynamics, budgets and index sets.
 
 Bookkeeping cost: per layer one multiply, one norm and one dot product over ``[B, L, d]`` and one
 stable sort of ``[B, L]`` (ties left to right): the cosine of RMSNorm outputs equals the cosine of
-``w ⊙ x`` (the per-row ``1/rms`` cancels, see :func:`scale_free_input`), so the all-row normalisation is skipped; the inverse norms
-are kept from the previous step; budgets are computed once per step for all layers. The previous
-step's vectors are kept by reference (no copy).
+``w ⊙ x`` (the per-row ``1/rms`` cancels, see :func:`scale_free_input`), so the all-row
+normalisation is skipped; the inverse norms are kept from the previous step; budgets are computed
+once per step for all layers. The previous step's vectors are kept by reference (no copy).
 
 ``window`` (paper Eq. 7): every layer also recomputes the ``size`` rows centred on the key token —
 the position committed at the previous step. With several commits the *rightmost* one is the key
@@ -57,6 +57,7 @@ import torch.nn.functional as F
 from ..core.hookspecs import hookimpl
 from ..core.policy import CachePolicy, RunInfo
 from ..models.base import RMSNorm
+from .scores import select_top_k
 
 SCORES = ("input", "value")
 ALLOCATIONS = ("proportional", "uniform")
@@ -187,11 +188,7 @@ class DynamicCacheUpdating(CachePolicy):
             else:
                 weights = self.prev_dynamics
             self.budgets = allocate_budgets(self.total, weights, self.valid_len)
-            k_max = self.budgets.max(0).values
-            self.k_max = k_max.tolist()
-            uniform = bool((self.budgets == k_max).all())
-            # keep[b, l, r]: rank r is within row b's budget for layer l (None: every row has the max)
-            self.keep = None if uniform else torch.arange(int(k_max.max()), device=state.x.device) < self.budgets[..., None]
+            self.k_max = self.budgets.max(0).values.tolist()
         return True if self.full else None
 
     @hookimpl
@@ -222,12 +219,9 @@ class DynamicCacheUpdating(CachePolicy):
         k = self.k_max[layer]
         if k == 0:
             return None
-        # a stable sort, not topk: equal scores (e.g. unchanged rows, d = 0) are taken left to right,
-        # so the choice does not depend on how many padding rows precede a sequence
-        top = torch.sort(d, dim=1, descending=True, stable=True).indices[:, :k]
-        ragged = self.keep is not None  # batch rows with different budgets: keep the first B_l[b] by rank
-        keep = self.keep[:, layer, :k] if ragged else True
-        return torch.zeros(d.shape, dtype=torch.bool, device=d.device).scatter_(1, top, keep)
+        # the top B_l[b] rows of each batch row; equal scores (e.g. unchanged rows, d = 0) are taken
+        # left to right, so the choice does not depend on how many padding rows precede a sequence
+        return select_top_k(d, self.budgets[:, layer])
 
 
 def window_rows(key: torch.Tensor, valid: torch.Tensor, size: int, shift: int) -> torch.Tensor:

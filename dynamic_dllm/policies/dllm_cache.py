@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from ..core.hookspecs import hookimpl
 from ..core.policy import CachePolicy, RunInfo
 from .dcu import ROUNDING_TOLERANCE
+from .scores import select_top_k
 
 
 def _positive_int(instance, attribute, value):
@@ -79,10 +80,9 @@ class DllmCache(CachePolicy):
             r0 = self.response_start
             fresh = context.values(rows=self.response_rows)[:, r0:]
             cached = context.cached_values()[:, r0:]  # the previous step's V (written back after this hook)
-            # 1 − cos, with rounding noise of an unchanged row counted as 0; a stable sort takes equal
-            # changes left to right, so the choice does not depend on the padding before a sequence
+            # 1 − cos, with rounding noise of an unchanged row counted as 0; equal changes are taken
+            # left to right, so the choice does not depend on the padding before a sequence
             change = F.threshold(1.0 - F.cosine_similarity(fresh.float(), cached.float(), dim=-1), ROUNDING_TOLERANCE, 0.0)
             k = min(self.n_replace, change.shape[1])
-            least = torch.sort(change, dim=1, descending=True, stable=True).indices[:, :k] + r0
-            rows.scatter_(1, least, True)
+            rows[:, r0:] |= select_top_k(change, torch.full((change.shape[0],), k, device=change.device))
         return rows
