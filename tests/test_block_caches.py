@@ -11,8 +11,8 @@ import torch
 
 import dynamic_dllm as dd
 from dynamic_dllm.core.executor import PartialLayerExecutor
-from dynamic_dllm.core.hookspecs import hookimpl
-from dynamic_dllm.models.base import rope_cos_sin
+from dynamic_dllm.core.rows import RowSet
+from dynamic_dllm.core.architecture import rope_cos_sin
 from dynamic_dllm.policies.dual import DualCache
 from dynamic_dllm.policies.no_cache import NoCache
 from dynamic_dllm.policies.sparse_dllm import SparseDllm, select_keys
@@ -68,7 +68,8 @@ def _record(monkeypatch):
         calls.append(call)
 
         def rows(layer, ctx):
-            call["rows"][layer] = out = rows_fn(layer, ctx)
+            out = rows_fn(layer, ctx)
+            call["rows"][layer] = None if out is None else out.mask(*ctx.hidden.shape[:2], ctx.hidden.device)
             return out
 
         def keys(layer, ctx):
@@ -102,8 +103,7 @@ def test_dkv_refresh_every_step_equals_none(model):
 class FullAtStep1(dd.CachePolicy):
     """Test helper: asks for a full step at step 1 of every block."""
 
-    @hookimpl
-    def cache_step_start(self, state):
+    def step_start(self, state):
         return state.step_in_block == 1
 
 
@@ -252,7 +252,7 @@ def test_sparse_scores_use_step_one_states(llada_live, monkeypatch):
 
     def spy(ctx, rows):
         out = original(ctx, rows)
-        seen.setdefault(ctx.layer, []).append((ctx.hidden.clone(), rows.clone(), out.clone()))
+        seen.setdefault(ctx.layer, []).append((ctx.hidden.clone(), rows.mask(*ctx.hidden.shape[:2], "cpu"), out.clone()))
         return out
 
     monkeypatch.setattr(dd.core.executor.LayerContext, "key_importance", spy)
@@ -304,9 +304,9 @@ def test_key_mask_equals_masked_plain_forward(model, path):
     keep[:, 0] = True
     ex = PartialLayerExecutor(m, valid, positions)
     ex.forward(x, None, full=True, head_start=0, head_end=1)
-    every = torch.ones_like(valid)
-    if path == "partial":
-        ex._dense_layer = lambda i, ctx: ex._partial_layer(i, ctx, every)
+    B, L = x.shape
+    # all rows as a span (the dense layer) or as an index (the gather path)
+    every = RowSet.span(0, L) if path == "dense" else RowSet.indexed(torch.arange(L).expand(B, L))
     got = ex.forward(x, lambda layer, ctx: every, False, 0, x.shape[1], keys_fn=lambda layer, ctx: keep)
     torch.testing.assert_close(got, m(x, attention_mask=keep), atol=1e-9, rtol=1e-9)
 
@@ -314,21 +314,21 @@ def test_key_mask_equals_masked_plain_forward(model, path):
 def test_dropped_keys_do_not_reach_partial_rows(llada_live):
     m = copy.deepcopy(llada_live.model).double()
     x, valid, positions = _canvas(m, seed=2)
-    rows = torch.zeros_like(valid)
-    rows[:, 8:12] = True
-    keep = rows.clone()
+    rows = RowSet.span(8, 12)
+    keep = rows.mask(*valid.shape, "cpu")
     keep[:, :4] = True
     out = []
     for noise in (0.0, 5.0):
         ex = PartialLayerExecutor(m, valid, positions)
         ex.forward(x, None, full=True, head_start=0, head_end=1)
-        for t in (ex.k, ex.k_rot, ex.v):
-            t[:, :, 14:] += noise  # perturb cached K/V of dropped keys only
+        for t in (*ex.k, *ex.k_rot, *ex.v):
+            t[:, 14:] += noise  # perturb cached K/V of dropped keys only
         out.append(ex.forward(x, lambda layer, ctx: rows, False, 8, 12, keys_fn=lambda layer, ctx: keep))
     torch.testing.assert_close(out[0], out[1], atol=1e-12, rtol=0)
     ex = PartialLayerExecutor(m, valid, positions)
     ex.forward(x, None, full=True, head_start=0, head_end=1)
-    ex.k_rot[:, :, 2] += 5.0  # a kept key does matter (attention reads the rotated K cache)
+    for t in ex.k_rot:
+        t[:, 2] += 5.0  # a kept key does matter (attention reads the rotated K cache)
     moved = ex.forward(x, lambda layer, ctx: rows, False, 8, 12, keys_fn=lambda layer, ctx: keep)
     assert not torch.allclose(moved, out[0])
 
@@ -336,8 +336,7 @@ def test_dropped_keys_do_not_reach_partial_rows(llada_live):
 def test_keep_everything_is_bitwise_default(model):
     x, valid, positions = _canvas(model.model)
     valid[1, :3] = False
-    rows = torch.zeros_like(valid)
-    rows[:, 10:] = True
+    rows = RowSet.span(10, x.shape[1])
     outs = []
     for keys_fn in (None, lambda layer, ctx: torch.ones_like(valid)):
         ex = PartialLayerExecutor(model.model, valid, positions)
@@ -357,7 +356,7 @@ def test_key_importance_matches_naive(model):
     got = {}
 
     def keys_fn(layer, ctx):
-        got[layer] = (ctx.hidden.clone(), ctx.key_importance(query_rows))
+        got[layer] = (ctx.hidden.clone(), ctx.key_importance(RowSet.from_mask(query_rows)))
         return None
 
     ex.forward(x, None, True, 0, 1, keys_fn=keys_fn)
@@ -394,9 +393,9 @@ class KeepMask(dd.CachePolicy):
     """Test helper: a fixed ``cache_keys`` answer for every layer."""
 
     keep: torch.Tensor = None
+    restricts_keys = True
 
-    @hookimpl
-    def cache_keys(self, state, layer, context):
+    def layer_keys(self, state, layer, context):
         return self.keep
 
 

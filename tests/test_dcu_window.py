@@ -12,11 +12,10 @@ from hypothesis import strategies as st
 
 import dynamic_dllm as dd
 from dynamic_dllm.core import engine
-from dynamic_dllm.core.hookspecs import hookimpl
 from dynamic_dllm.core.policy import RunInfo
 from dynamic_dllm.core.registry import get_registry
 from dynamic_dllm.core.types import GenerationConfig
-from dynamic_dllm.policies.dcu import DynamicCacheUpdating, UpdateWindow, allocate_budgets, window_rows
+from dynamic_dllm.policies.dcu import DynamicCacheUpdating, UpdateWindow, allocate_budgets
 
 GEN = dict(gen_length=32, block_length=8, steps=32)
 
@@ -85,10 +84,11 @@ def test_budget_invariants(total, weights, cap):
 # --- DCU on synthetic layer inputs -------------------------------------------------------------
 
 
-def _run_info(n_layers, B, L, gen_length=16):
+def _run_info(n_layers, B, L, gen_length=16, valid=None):
     cfg = GenerationConfig(gen_length=gen_length, block_length=gen_length, steps=gen_length)
     return RunInfo(config=cfg, batch_size=B, prompt_length=L - gen_length, length=L, n_layers=n_layers, d_model=8,
-                   mask_id=0, eos_id=1, logit_shift=0, device=torch.device("cpu"))
+                   mask_id=0, eos_id=1, logit_shift=0, device=torch.device("cpu"),
+                   valid=torch.ones(B, L, dtype=torch.bool) if valid is None else valid)
 
 
 def _state(step, B, L, n_layers):
@@ -99,15 +99,15 @@ def _state(step, B, L, n_layers):
 def test_dcu_unchanged_layer_gets_no_budget_and_rows_are_top_dynamics():
     n_layers, B, L = 3, 2, 20
     dcu = DynamicCacheUpdating(budget=4)
-    dcu.generation_start(_run_info(n_layers, B, L))
+    dcu.start(_run_info(n_layers, B, L))
     g = torch.Generator().manual_seed(0)
     inputs = [torch.randn(B, L, 8, generator=g) for _ in range(n_layers)]
 
     def step(t, new_inputs):
         state = _state(t, B, L, n_layers)
-        full = dcu.cache_step_start(state)
-        rows = [dcu.cache_rows(state, i, SimpleNamespace(normed=lambda x=x: x, hidden=x, parts=SimpleNamespace(attn_norm=None))) for i, x in enumerate(new_inputs)]
-        return full, rows
+        full = dcu.step_start(state)
+        rows = [dcu.layer_rows(state, i, SimpleNamespace(cosine_input=lambda x=x: x)) for i, x in enumerate(new_inputs)]
+        return full, [None if r is None else r.mask(B, L, "cpu") for r in rows]
 
     full, rows = step(0, inputs)
     assert full is True and all(r is None for r in rows)
@@ -116,7 +116,7 @@ def test_dcu_unchanged_layer_gets_no_budget_and_rows_are_top_dynamics():
     moved[0][:, :2] += torch.randn(B, 2, 8, generator=g)
     moved[2][:, :6] += torch.randn(B, 6, 8, generator=g)
     full, rows = step(1, moved)
-    assert full is None
+    assert full is False
     assert dcu.budgets.tolist() == [[4, 4, 4]] * B  # no previous dynamics yet: uniform
     assert float(dcu.dynamics[:, 1].abs().max()) < 1e-6 and bool((dcu.dynamics[:, [0, 2]] > 0).all())
     # the layer-2 rows chosen are the 4 most changed ones (all among the 6 perturbed)
@@ -132,33 +132,44 @@ def test_dcu_unchanged_layer_gets_no_budget_and_rows_are_top_dynamics():
 # --- window ----------------------------------------------------------------------------------
 
 
+def window_rows(key: int, valid: torch.Tensor, size: int, shift: int) -> torch.Tensor:
+    """The window's rows (bool ``[1, L]``) after a step that committed position ``key``."""
+    L = valid.shape[1]
+    win = UpdateWindow(size=size)
+    win.start(_run_info(1, 1, L, gen_length=L // 2, valid=valid))
+    committed = torch.zeros(1, L, dtype=torch.bool)
+    committed[0, key] = True
+    win.step_start(SimpleNamespace(last_committed=committed, logit_shift=shift))
+    return win.rows.mask(1, L, "cpu")
+
+
 def test_window_rows_centre_size_and_shift():
     valid = torch.ones(1, 40, dtype=torch.bool)
-    rows = window_rows(torch.tensor([20]), valid, 8, 0)
+    rows = window_rows(20, valid, 8, 0)
     assert rows.nonzero()[:, 1].tolist() == list(range(17, 25))  # 3 left of 20, 4 right
-    rows = window_rows(torch.tensor([20]), valid, 8, 1)  # Dream: centred on the row 19 that predicts 20
+    rows = window_rows(20, valid, 8, 1)  # Dream: centred on the row 19 that predicts 20
     assert rows.nonzero()[:, 1].tolist() == list(range(16, 24))
-    assert window_rows(torch.tensor([1]), valid, 8, 0).nonzero()[:, 1].tolist() == list(range(0, 8))
-    assert window_rows(torch.tensor([39]), valid, 8, 0).nonzero()[:, 1].tolist() == list(range(32, 40))
+    assert window_rows(1, valid, 8, 0).nonzero()[:, 1].tolist() == list(range(0, 8))
+    assert window_rows(39, valid, 8, 0).nonzero()[:, 1].tolist() == list(range(32, 40))
     padded = valid.clone()
     padded[0, :5] = False
-    assert window_rows(torch.tensor([6]), padded, 8, 0).nonzero()[:, 1].tolist() == list(range(5, 13))
-    assert window_rows(torch.tensor([6]), padded, 99, 0).nonzero()[:, 1].tolist() == list(range(5, 40))
-    assert int(window_rows(torch.tensor([9]), valid, 7, 0).sum()) == 7
+    assert window_rows(6, padded, 8, 0).nonzero()[:, 1].tolist() == list(range(5, 13))
+    assert window_rows(6, padded, 99, 0).nonzero()[:, 1].tolist() == list(range(5, 40))
+    assert int(window_rows(9, valid, 7, 0).sum()) == 7
 
 
 def test_window_key_is_rightmost_commit_and_persists():
     win = UpdateWindow(size=4)
     B, L, P = 2, 30, 10
-    win.generation_start(_run_info(1, B, L, gen_length=L - P))
+    win.start(_run_info(1, B, L, gen_length=L - P))
 
     def at(committed_cols):
         committed = torch.zeros(B, L, dtype=torch.bool)
         for b, cols in enumerate(committed_cols):
             committed[b, cols] = True
         state = SimpleNamespace(last_committed=committed, valid=torch.ones(B, L, dtype=torch.bool), logit_shift=0)
-        win.cache_step_start(state)
-        return win.rows.nonzero()[:, 1].view(B, -1).tolist()
+        win.step_start(state)
+        return win.rows.mask(B, L, "cpu").nonzero()[:, 1].view(B, -1).tolist()
 
     assert at([[], []]) == [list(range(8, 12))] * 2  # before any commit: the last prompt position P-1 = 9
     assert at([[12, 20, 15], [14]]) == [list(range(19, 23)), list(range(13, 17))]
@@ -168,19 +179,21 @@ def test_window_key_is_rightmost_commit_and_persists():
 # --- invariants on real runs ---------------------------------------------------------------------
 
 
+def _mask(rows, like):
+    return None if rows is None else rows.mask(*like.shape, like.device)
+
+
 class RecordingDCU(DynamicCacheUpdating):
-    @hookimpl
-    def cache_rows(self, state, layer, context):
-        rows = super().cache_rows(state, layer, context)
-        self.log.append((state.step, layer, rows, None if self.budgets is None else self.budgets[:, layer].clone()))
+    def layer_rows(self, state, layer, context):
+        rows = super().layer_rows(state, layer, context)
+        self.log.append((state.step, layer, _mask(rows, state.x), None if self.budgets is None else self.budgets[:, layer].clone()))
         return rows
 
 
 class RecordingWindow(UpdateWindow):
-    @hookimpl
-    def cache_rows(self, state, layer, context):
-        rows = super().cache_rows(state, layer, context)
-        self.log.append(rows)
+    def layer_rows(self, state, layer, context):
+        rows = super().layer_rows(state, layer, context)
+        self.log.append(_mask(rows, state.x))
         return rows
 
 
@@ -190,14 +203,14 @@ def test_dcu_window_invariants(any_model, monkeypatch, score, allocation):
     ids, mask = padded_batch(model)
     dcu, win = RecordingDCU(budget=5, score=score, allocation=allocation), RecordingWindow(size=6)
     dcu.log, win.log, unions = [], [], []
-    original = engine._union
+    original = engine.union
 
-    def spy(answers):
-        out = original(answers)
-        unions.append(out)
+    def spy(answers, B, L, device):
+        out = original(answers, B, L, device)
+        unions.append(None if out is None else out.mask(B, L, device))
         return out
 
-    monkeypatch.setattr(engine, "_union", spy)
+    monkeypatch.setattr(engine, "union", spy)
     out = dd.generate(any_model, ids, attention_mask=mask, cache=[dcu, win], **GEN)
     n_layers = model.n_layers
     assert len(unions) == len(dcu.log) == len(win.log) == out.stats.nfe * n_layers
@@ -259,9 +272,8 @@ def test_defaults_follow_gen_length(llada):
     assert dcu.layer_budget == 8 and win.width == 8
 
 
-def test_scale_free_input_has_the_cosine_of_the_normalised_input(any_model):
+def test_cosine_input_has_the_cosine_of_the_normalised_input(any_model):
     from dynamic_dllm.core.executor import LayerContext, PartialLayerExecutor
-    from dynamic_dllm.policies.dcu import scale_free_input
 
     model = any_model.model
     ex = PartialLayerExecutor(model, torch.ones(2, 12, dtype=torch.bool), torch.arange(12).repeat(2, 1))
@@ -275,7 +287,7 @@ def test_scale_free_input_has_the_cosine_of_the_normalised_input(any_model):
             b[:, :4] = a[:, :4] * 7.0  # same direction, other scale: unchanged after normalisation
             ca, cb = LayerContext(ex, 1, a), LayerContext(ex, 1, b)
             expected = torch.nn.functional.cosine_similarity(ca.normed(), cb.normed(), dim=-1)
-            got = torch.nn.functional.cosine_similarity(scale_free_input(ca), scale_free_input(cb), dim=-1)
+            got = torch.nn.functional.cosine_similarity(ca.cosine_input(), cb.cosine_input(), dim=-1)
         finally:
             weight.copy_(saved)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import dynamic_dllm as dd
-from dynamic_dllm.core.hookspecs import hookimpl
+from dynamic_dllm.core.rows import RowSet
 from dynamic_dllm.core.policy import CachePolicy
 from dynamic_dllm.core.registry import get_registry
 from dynamic_dllm.policies.dcu import ROUNDING_TOLERANCE
@@ -39,19 +39,19 @@ class RecordingDllmCache(DllmCache):
     """Records, per step and layer, the rows chosen, the V cache before the layer ran, the fresh V
     of every row (computed independently here) and the V cache after the step."""
 
-    @hookimpl
-    def cache_rows(self, state, layer, context):
+    def layer_rows(self, state, layer, context):
         before = context.cached_values()
         before = None if before is None else before.clone()
         fresh = context.parts.v_proj(context.normed())
-        rows = super().cache_rows(state, layer, context)
+        rows = super().layer_rows(state, layer, context)
         self.ex = context.executor
-        self.log.append(dict(step=state.step, layer=layer, rows=rows.clone(), before=before, fresh=fresh))
+        mask = torch.zeros_like(state.masked) if rows is None else rows.mask(*state.masked.shape, state.masked.device)
+        self.log.append(dict(step=state.step, layer=layer, rows=mask, before=before, fresh=fresh))
         return rows
 
-    @hookimpl
-    def cache_step_end(self, state, committed):
-        self.after[state.step] = self.ex.v.flatten(3).clone()
+    def step_end(self, state, committed):
+        L = state.length
+        self.after[state.step] = torch.stack([v[:, :L] for v in self.ex.v]).flatten(3).clone()
 
 
 def test_dllm_cache_released_control_flow(any_model):
@@ -120,26 +120,23 @@ class ValuesProbe(CachePolicy):
     def __init__(self, subset, recompute):
         self.subset, self.recompute = subset, recompute
 
-    @hookimpl
-    def cache_rows(self, state, layer, context):
+    def layer_rows(self, state, layer, context):
         if state.step != 1 or layer != 1:
             return None
         self.ex = context.executor
         self.before = context.cached_values().clone()
         self.fresh = context.parts.v_proj(context.normed())
         flops0 = self.ex.extra_flops
-        self.got = context.values(rows=self.subset).clone()
+        subset = RowSet.from_mask(self.subset)
+        self.got = context.values(rows=subset).clone()
         self.flops = self.ex.extra_flops - flops0
-        part = self.subset.clone()
-        part[:, 12:] = False
-        again = context.values(rows=part)  # a subset of what is fresh: no recompute
+        again = context.values(rows=subset)  # the same rows again: no recompute
         assert again.data_ptr() == context.fresh_values.data_ptr() and self.ex.extra_flops - flops0 == self.flops
-        return self.recompute
+        return None if self.recompute is None else RowSet.from_mask(self.recompute)
 
-    @hookimpl
-    def cache_step_end(self, state, committed):
+    def step_end(self, state, committed):
         if state.step == 1:
-            self.after = self.ex.v[1].flatten(2).clone()
+            self.after = self.ex.cached(self.ex.v, 1).clone()
 
 
 @pytest.mark.parametrize("with_rows", [False, True])

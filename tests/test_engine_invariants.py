@@ -9,7 +9,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import dynamic_dllm as dd
-from dynamic_dllm.core.hookspecs import hookimpl
 from dynamic_dllm.policies.low_confidence import LowConfidence, RandomRemasking
 from dynamic_dllm.policies.scores import even_schedule
 
@@ -24,10 +23,9 @@ class Spy(dd.UnmaskPolicy):
     previous: object = None
 
     def start(self, run):
-        self.inner.generation_start(run)
+        self.inner.start(run)
 
-    @hookimpl
-    def unmask_commit(self, state, logits):
+    def commit(self, state, logits):
         P = state.prompt_length
         assert torch.equal(state.x[:, :P], self.prompt), "prompt changed"
         if self.previous is not None:
@@ -37,7 +35,7 @@ class Spy(dd.UnmaskPolicy):
         # only current-block positions are ever committed: later blocks are all masks, earlier ones have none
         assert bool((state.x[:, state.block_end:] == state.mask_id).all()), "a position after the block was committed"
         assert not bool((state.x[:, P:state.block_start] == state.mask_id).any()), "an earlier block kept a mask"
-        commit = self.inner.unmask_commit(state, logits)
+        commit = self.inner.commit(state, logits)
         self.steps.append((state.block, state.step_in_block, state.block_masked.sum(1).clone(), commit.positions.sum(1)))
         after = state.x.clone()
         after[:, state.block_start:state.block_end] = torch.where(commit.positions, commit.tokens,
@@ -109,9 +107,8 @@ def test_stop_at_eos_fills_the_rest(llada):
             return torch.ones_like(tokens, dtype=torch.float)
 
     class EmitsEos(EosFirst):
-        @hookimpl
-        def unmask_commit(self, state, logits):
-            commit = super().unmask_commit(state, logits)
+        def commit(self, state, logits):
+            commit = super().commit(state, logits)
             return dd.Commit(positions=commit.positions, tokens=torch.full_like(commit.tokens, state.eos_id))
 
     out = dd.generate(llada, ids, unmask=EmitsEos(), config=config)

@@ -7,8 +7,9 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from dynamic_dllm.core.executor import PartialLayerExecutor, mask_to_index
-from dynamic_dllm.models.base import apply_rope, rope_cos_sin
+from dynamic_dllm.core.architecture import apply_rope, rope_cos_sin
+from dynamic_dllm.core.executor import PartialLayerExecutor
+from dynamic_dllm.core.rows import RowSet, union
 
 
 def _canvas(model, B=2, L=24, seed=0):
@@ -26,7 +27,7 @@ def test_all_rows_every_step_equals_plain_forward(any_model):
     ex = PartialLayerExecutor(model, valid, positions)
     for step in range(3):
         x[:, 12 + step] = 65 + step  # the canvas changes between steps
-        every = torch.ones_like(valid)
+        every = RowSet.span(0, x.shape[1])
         got = ex.forward(x, lambda layer, ctx: every, full=False, head_start=0, head_end=x.shape[1])
         torch.testing.assert_close(got, model(x), atol=1e-5, rtol=0)
 
@@ -38,9 +39,13 @@ def test_gather_path_with_all_rows_equals_plain_forward(any_model):
     ex = PartialLayerExecutor(model, valid, positions)
     ex.forward(x, None, full=True, head_start=0, head_end=1)
     x[:, 12] = 70
-    every = torch.ones_like(valid)
-    ex._dense_layer = lambda i, ctx: ex._partial_layer(i, ctx, every)  # force the partial path
-    got = ex.forward(x, lambda layer, ctx: every, full=False, head_start=0, head_end=x.shape[1])
+    B, L = x.shape
+    every = RowSet.indexed(torch.arange(L).flip(0).expand(B, L))  # an index, not a span: the gather path
+    got = ex.forward(x, lambda layer, ctx: every, full=False, head_start=0, head_end=L)
+    torch.testing.assert_close(got, model(x), atol=1e-5, rtol=0)
+    spans = [RowSet.span(0, 10), RowSet.span(10, L)]  # two spans through the slice path, one layer each way
+    got = ex.forward(x, lambda layer, ctx: union(spans, B, L, x.device), full=False,
+                     head_start=0, head_end=L)
     torch.testing.assert_close(got, model(x), atol=1e-5, rtol=0)
 
 
@@ -87,37 +92,59 @@ def _naive_layer(model, layer, x, rows, k_cache, v_cache, attn_cache, ffn_cache,
     return h_all + new_ffn, k_cache, v_cache, new_attn, new_ffn
 
 
+def _random_rows(shape, g, layer):
+    """A padded union of two random row sets (overlapping, with unwritable padding entries, one
+    batch row choosing nothing in layer 0) and its bool mask."""
+    B, L = shape
+    first = torch.rand(shape, generator=g) < 0.3
+    if layer == 0:
+        first[1] = False
+    k = torch.randint(0, 5, (B,), generator=g)
+    if layer == 0:
+        k[1] = 0
+    top = RowSet.top(torch.rand(shape, generator=g), k, 5)
+    rows = union([RowSet.from_mask(first) if first.any() else None, top], B, L, first.device)
+    return rows, first | top.mask(B, L, first.device)
+
+
 def test_random_rows_match_naive_reference(any_model):
     # float64 so the naive loop (another summation order) must agree to rounding
     model = copy.deepcopy(any_model.model).double()
     x, valid, positions = _canvas(model, seed=3)
+    B, L = x.shape
     ex = PartialLayerExecutor(model, valid, positions)
     ex.forward(x, None, full=True, head_start=0, head_end=1)  # fill the caches
     x[:, 12:15] = torch.tensor([66, 67, 68])
     g = torch.Generator().manual_seed(7)
-    chosen = [torch.rand(x.shape, generator=g) < 0.4 for _ in range(model.n_layers)]
-    chosen[0][1] = False  # a batch row with no recomputed rows in layer 0
+    sets = [_random_rows(x.shape, g, layer) for layer in range(model.n_layers)]
+    chosen = [mask for _, mask in sets]
+    assert not chosen[0][1].any()
     seen = {}
 
     def rows_fn(layer, ctx):
-        snapshot = [t[layer].clone() for t in (ex.k, ex.v, ex.attn, ex.ffn)]
+        snapshot = [t[layer][:, :L].clone() for t in (ex.k, ex.v, ex.attn, ex.ffn)]
         seen[layer] = (ctx.hidden.clone(), snapshot)
-        return chosen[layer]
+        return sets[layer][0]
 
     ex.forward(x, rows_fn, full=False, head_start=0, head_end=1)
     for layer in range(model.n_layers):
         hidden, (k, v, a, f) = seen[layer]
         want_out, want_k, want_v, want_a, want_f = _naive_layer(model, layer, hidden, chosen[layer], k, v, a, f, positions)
         for got, want in ((ex.k[layer], want_k), (ex.v[layer], want_v), (ex.attn[layer], want_a), (ex.ffn[layer], want_f)):
-            torch.testing.assert_close(got, want, atol=1e-9, rtol=1e-9)
+            torch.testing.assert_close(got[:, :L], want, atol=1e-9, rtol=1e-9)
         if layer + 1 < model.n_layers:
             torch.testing.assert_close(seen[layer + 1][0], want_out, atol=1e-9, rtol=1e-9)
     # the rotated-key cache is RoPE of the K cache at every row, rewritten rows included
+    cos, sin = rope_cos_sin(positions, model.head_dim, model.rope_theta)
     for layer in range(model.n_layers):
-        assert torch.equal(ex.k_rot[layer], apply_rope(ex.k[layer], ex.cos, ex.sin, model.rope_full_precision))
+        assert torch.equal(ex.k_rot[layer][:, :L], apply_rope(ex.k[layer][:, :L], cos, sin, model.rope_full_precision))
     # rows never chosen keep their cached K/V untouched
     untouched = ~chosen[0]
-    assert torch.equal(ex.k[0][untouched], seen[0][1][0][untouched])
+    assert torch.equal(ex.k[0][:, :L][untouched], seen[0][1][0][untouched])
+    # stats: computed rows include the padding, chosen rows are the distinct ones
+    # (both summed over the two forwards: the first, full one counts B * L)
+    assert ex.chosen_rows() == tuple(B * L + int(m.sum()) for m in chosen)
+    assert all(ex.rows_per_layer[i] == B * L + B * sets[i][0].size for i in range(model.n_layers))
 
 
 def test_no_rows_reuses_everything(llada):
@@ -127,15 +154,13 @@ def test_no_rows_reuses_everything(llada):
     first = ex.forward(x, None, full=True, head_start=0, head_end=x.shape[1])
     again = ex.forward(x, lambda layer, ctx: None, full=False, head_start=0, head_end=x.shape[1])
     torch.testing.assert_close(again, first, atol=1e-6, rtol=0)
-    assert int(ex.rows_per_layer.sum()) == model.n_layers * x.numel()
+    assert sum(ex.rows_per_layer) == model.n_layers * x.numel()
 
 
-def test_mask_to_index_pads_with_first_selected():
-    rows = torch.tensor([[False, True, False, True], [False, False, False, False], [True, True, True, False]])
-    index, writable = mask_to_index(rows)
-    assert index.tolist() == [[1, 3, 1], [0, 0, 0], [0, 1, 2]]
-    assert writable.tolist() == [[True] * 3, [False] * 3, [True] * 3]
-    index, writable = mask_to_index(rows[[0, 2]])  # every batch row has a selection: all writable
-    assert index.tolist() == [[1, 3, 1], [0, 1, 2]] and writable is None
-    index, writable = mask_to_index(torch.tensor([[True, False, True], [False, True, True]]))
-    assert index.tolist() == [[0, 2], [1, 2]] and writable is None
+def test_no_cache_kept_without_a_reusing_policy(llada):
+    model = llada.model
+    x, valid, positions = _canvas(model)
+    ex = PartialLayerExecutor(model, valid, positions, keep_cache=False)
+    got = ex.forward(x, lambda layer, ctx: RowSet.span(0, 3), full=False, head_start=0, head_end=x.shape[1])
+    torch.testing.assert_close(got, model(x), atol=1e-5, rtol=0)
+    assert not ex.ready  # every forward is full and nothing is stored

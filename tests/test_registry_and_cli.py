@@ -21,11 +21,8 @@ BASELINE_POLICIES = {"none", "low-confidence", "random", "entropy", "margin", "m
 class EveryOtherRow(dd.CachePolicy):
     """Recompute the even positions only (a throw-away policy for the test)."""
 
-    @dd.hookimpl
-    def cache_rows(self, state, layer, context):
-        rows = torch.zeros_like(state.masked)
-        rows[:, ::2] = True
-        return rows
+    def layer_rows(self, state, layer, context):
+        return dd.RowSet.indexed(torch.arange(0, state.length, 2).expand(state.batch_size, -1))
 
 
 class ThrowawayPlugin:

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 import dynamic_dllm as dd
-from dynamic_dllm.core.hookspecs import hookimpl
 from dynamic_dllm.policies.compose import ComposedPolicy, RulePolicy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,11 +76,10 @@ class Contract(dd.UnmaskPolicy):
 
     def start(self, run):
         self.steps = []
-        self.inner.generation_start(run)
+        self.inner.start(run)
 
-    @hookimpl
-    def unmask_commit(self, state, logits):
-        commit = self.inner.unmask_commit(state, logits)
+    def commit(self, state, logits):
+        commit = self.inner.commit(state, logits)
         chosen, masked = commit.positions.bool(), state.block_masked
         assert not bool((chosen & ~masked).any())
         assert bool((chosen.sum(1) <= masked.sum(1)).all())

@@ -86,7 +86,7 @@ class Drive:
         if self.prefilled:
             keep = torch.rand(self.B, G, generator=data) < self.prefilled
             x[:, P:] = torch.where(keep, tokens, x[:, P:])
-        policy.generation_start(dd.RunInfo(config=config, batch_size=self.B, prompt_length=P, length=L, n_layers=1,
+        policy.start(dd.RunInfo(config=config, batch_size=self.B, prompt_length=P, length=L, n_layers=1,
                                            d_model=8, mask_id=self.mask_id, eos_id=0, logit_shift=0,
                                            device=torch.device("cpu")))
         steps, step = [], 0
@@ -105,7 +105,7 @@ class Drive:
                     logits = next(frames, None)
                     if logits is None:
                         return steps
-                commit = policy.unmask_commit(state, logits)
+                commit = policy.commit(state, logits)
                 chosen = commit.positions.bool()
                 masked = state.block_masked
                 n_masked, n_chosen = masked.sum(1), chosen.sum(1)

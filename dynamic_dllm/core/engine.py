@@ -2,11 +2,15 @@
 
 canvas = prompt + ``gen_length`` MASKs, split into blocks decoded left to right. Each step:
 cache policies may ask for a full step and choose, per layer, the rows to recompute (united)
-and optionally the keys attention may use (intersected);
-the partial-layer executor runs the model; the unmask policy picks commits among the current
-block's masks; the engine writes them and records stats. The loop never looks at policy names;
-it checks the commit contract (only masked current-block positions) and that a block finishes
-within ``max(steps_per_block, block_length)`` steps.
+and optionally the keys attention may use (intersected); the partial-layer executor runs the
+model; the unmask policy picks commits among the current block's masks; the engine writes them
+and records stats. The loop never looks at policy names; it checks the commit contract (only
+masked current-block positions) and that a block finishes within ``max(steps_per_block,
+block_length)`` steps.
+
+Host syncs: one per step (the commit count, the contract check and "does the block still have
+masks" travel in one ``tolist``), plus whatever a policy takes in ``step_start``. Nothing inside
+the layer loop syncs.
 """
 
 from __future__ import annotations
@@ -14,47 +18,26 @@ from __future__ import annotations
 import time
 from typing import Optional, Sequence
 
-import pluggy
 import torch
 
-from ..models.base import DecoderModel
+from .architecture import DecoderModel
 from .executor import PartialLayerExecutor
-from .hookspecs import PROJECT, StepSpecs
-from .policy import RunInfo
+from .policy import RunInfo, check_policy
+from .rows import union
 from .types import Commit, GenerationConfig, GenerationStats, StepState
 
 
-class _TimedHooks:
-    """Calls the step hooks of one generation and accumulates the time spent inside policies."""
+class _Clock:
+    """Seconds spent inside policy calls."""
 
-    def __init__(self, cache_policies: Sequence, unmask_policy):
-        self.pm = pluggy.PluginManager(PROJECT)
-        self.pm.add_hookspecs(StepSpecs)
-        for i, policy in enumerate(cache_policies):
-            self.pm.register(policy, name=f"cache-{i}-{type(policy).__name__}")
-        self.pm.register(unmask_policy, name=f"unmask-{type(unmask_policy).__name__}")
-        self.unmask_name = type(unmask_policy).__name__
+    def __init__(self):
         self.seconds = 0.0
 
-    def call(self, hook: str, **kwargs):
+    def __call__(self, fn, *args):
         t0 = time.perf_counter()
-        out = getattr(self.pm.hook, hook)(**kwargs)
+        out = fn(*args)
         self.seconds += time.perf_counter() - t0
         return out
-
-
-def _union(answers: list) -> Optional[torch.Tensor]:
-    rows = None
-    for a in answers:
-        rows = a if rows is None else rows | a
-    return rows
-
-
-def _intersection(answers: list) -> Optional[torch.Tensor]:
-    keys = None
-    for a in answers:
-        keys = a if keys is None else keys & a
-    return keys
 
 
 def check_inputs(model: DecoderModel, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor],
@@ -83,28 +66,33 @@ def denoise(model: DecoderModel, input_ids: torch.Tensor, config: GenerationConf
             unmask_policy, attention_mask: Optional[torch.Tensor] = None, progress=None) -> tuple[torch.Tensor, GenerationStats]:
     """Run the loop on left-padded ``input_ids`` ``[B, P]``. Returns the final canvas ``[B, P+G]``
     and the stats. ``progress``, if given, is called with the number of tokens committed per step."""
+    cache_policies = [check_policy(p, "cache") for p in cache_policies]
+    unmask_policy = check_policy(unmask_policy, "unmask")
     check_inputs(model, input_ids, attention_mask, config, cache_policies)
     device = next(model.parameters()).device
     B, P = input_ids.shape
     G, Lb = config.gen_length, config.block_length
     L = P + G
-    shift = model.logit_shift
-    x = torch.cat([input_ids.to(device).long(), torch.full((B, G), model.mask_id, dtype=torch.long, device=device)], 1)
+    shift, mask_id = model.logit_shift, model.mask_id
+    x = torch.cat([input_ids.to(device).long(), torch.full((B, G), mask_id, dtype=torch.long, device=device)], 1)
     prompt_valid = torch.ones(B, P, dtype=torch.bool, device=device) if attention_mask is None else attention_mask.to(device).bool()
     valid = torch.cat([prompt_valid, torch.ones(B, G, dtype=torch.bool, device=device)], 1)
     positions = (valid.long().cumsum(1) - 1).clamp(min=0)
     generator = torch.Generator(device=device).manual_seed(config.seed)
 
     cfg = config.cfg_scale > 0
+    keep_cache = any(getattr(p, "reuses_cache", True) for p in cache_policies)
     if cfg:  # unconditional branch: the prompt masked out (LLaDA), batched after the conditional one
-        executor = PartialLayerExecutor(model, valid.repeat(2, 1), positions.repeat(2, 1))
+        executor = PartialLayerExecutor(model, valid.repeat(2, 1), positions.repeat(2, 1), keep_cache)
     else:
-        executor = PartialLayerExecutor(model, valid, positions)
-    hooks = _TimedHooks(cache_policies, unmask_policy)
-    restricts_keys = bool(hooks.pm.hook.cache_keys.get_hookimpls())  # else skip the per-layer call
-    hooks.call("generation_start", run=RunInfo(
-        config=config, batch_size=B, prompt_length=P, length=L, n_layers=model.n_layers, d_model=model.d_model,
-        mask_id=model.mask_id, eos_id=model.eos_id, logit_shift=shift, device=device))
+        executor = PartialLayerExecutor(model, valid, positions, keep_cache)
+    clock = _Clock()
+    key_policies = [p for p in cache_policies if getattr(p, "restricts_keys", False)]
+    unmask_name = type(unmask_policy).__name__
+    run = RunInfo(config=config, batch_size=B, prompt_length=P, length=L, n_layers=model.n_layers, d_model=model.d_model,
+                  mask_id=mask_id, eos_id=model.eos_id, logit_shift=shift, device=device, valid=valid)
+    for policy in (*cache_policies, unmask_policy):
+        clock(policy.start, run)
 
     tokens_per_step: list[int] = []
     last_committed = torch.zeros(B, L, dtype=torch.bool, device=device)
@@ -113,57 +101,67 @@ def denoise(model: DecoderModel, input_ids: torch.Tensor, config: GenerationConf
     t_start = time.perf_counter()
     for block in range(config.num_blocks):
         bs, be = P + block * Lb, P + (block + 1) * Lb
+        # a block starts fully masked unless stop_at_eos filled it with EOS
+        has_masks = not config.stop_at_eos or bool((x[:, bs:be] == mask_id).any())
         step_in_block = 0
-        while bool((x[:, bs:be] == model.mask_id).any()):
+        while has_masks:
             if step_in_block >= max_steps:
-                raise RuntimeError(f"unmask policy {hooks.unmask_name} left masks in block {block} after {max_steps} steps")
+                raise RuntimeError(f"unmask policy {unmask_name} left masks in block {block} after {max_steps} steps")
             state = StepState(
-                x=x.clone(), masked=x == model.mask_id, valid=valid, positions=positions, last_committed=last_committed,
+                x=x, masked=x == mask_id, valid=valid, positions=positions, last_committed=last_committed,
                 prompt_length=P, block=block, block_start=bs, block_end=be, step=step, step_in_block=step_in_block,
-                config=config, n_layers=model.n_layers, mask_id=model.mask_id, eos_id=model.eos_id, logit_shift=shift,
+                config=config, n_layers=model.n_layers, mask_id=mask_id, eos_id=model.eos_id, logit_shift=shift,
                 generator=generator)
-            full = any(hooks.call("cache_step_start", state=state))
+            full = False
+            for p in cache_policies:
+                full = bool(clock(p.step_start, state)) or full
 
             def rows_fn(layer, ctx, _state=state):
-                return _union(hooks.call("cache_rows", state=_state, layer=layer, context=ctx))
+                return union([clock(p.layer_rows, _state, layer, ctx) for p in cache_policies], ctx.hidden.shape[0], L, device)
 
             def keys_fn(layer, ctx, _state=state):
-                return _intersection(hooks.call("cache_keys", state=_state, layer=layer, context=ctx))
-
-            keys = keys_fn if restricts_keys else None
+                keys = None
+                for p in key_policies:
+                    a = clock(p.layer_keys, _state, layer, ctx)
+                    keys = a if keys is None else (keys if a is None else keys & a)
+                return keys
 
             if cfg:
                 uncond = x.clone()
-                uncond[:, :P] = model.mask_id
-                both = executor.forward(torch.cat([x, uncond]), rows_fn, full, bs - shift, be - shift, keys)
+                uncond[:, :P] = mask_id
+                both = executor.forward(torch.cat([x, uncond]), rows_fn, full, bs - shift, be - shift,
+                                        keys_fn if key_policies else None)
                 cond, un = both[:B], both[B:]
                 logits = un + (config.cfg_scale + 1) * (cond - un)
             else:
-                logits = executor.forward(x, rows_fn, full, bs - shift, be - shift, keys)
-            commit: Commit = hooks.call("unmask_commit", state=state, logits=logits)
-            if commit is None:
-                raise RuntimeError(f"unmask policy {hooks.unmask_name} returned no commit")
+                logits = executor.forward(x, rows_fn, full, bs - shift, be - shift, keys_fn if key_policies else None)
+            commit: Commit = clock(unmask_policy.commit, state, logits)
+            if not isinstance(commit, Commit):
+                raise RuntimeError(f"unmask policy {unmask_name} returned {type(commit).__name__}, not a Commit")
             chosen = commit.positions.bool()
-            if bool((chosen & ~state.block_masked).any()):
-                raise RuntimeError(f"unmask policy {hooks.unmask_name} committed positions that are not masked in the current block")
-            x[:, bs:be] = torch.where(chosen, commit.tokens.to(x.dtype), x[:, bs:be])
-            committed = torch.zeros(B, L, dtype=torch.bool, device=device)
-            committed[:, bs:be] = chosen
-            hooks.call("cache_step_end", state=state, committed=committed)
+            block_masked = state.block_masked
+            x = x.slice_scatter(torch.where(chosen, commit.tokens.to(x.dtype), x[:, bs:be]), 1, bs, be)
+            committed = last_committed.new_zeros(B, L).slice_scatter(chosen, 1, bs, be)
+            n, n_masked_chosen, n_masked = torch.stack([chosen.sum(), (chosen & block_masked).sum(), block_masked.sum()]).tolist()
+            if n != n_masked_chosen:
+                raise RuntimeError(f"unmask policy {unmask_name} committed positions that are not masked in the current block")
+            for p in cache_policies:
+                clock(p.step_end, state, committed)
             last_committed = committed
-            n = int(chosen.sum())
             tokens_per_step.append(n)
             if progress is not None:
                 progress(n)
             step += 1
             step_in_block += 1
+            has_masks = n_masked > n
         if config.stop_at_eos:
             done = (x[:, P:be] == model.eos_id).any(1)
-            x[:, be:] = torch.where(done[:, None] & (x[:, be:] == model.mask_id), model.eos_id, x[:, be:])
+            x = torch.cat([x[:, :be], torch.where(done[:, None] & (x[:, be:] == mask_id), model.eos_id, x[:, be:])], 1)
     wall = time.perf_counter() - t_start
     generated = int((x[:, P:] != model.eos_id).sum())
     stats = GenerationStats(
         nfe=step, wall_time=wall, tokens_per_second=generated / wall if wall > 0 else 0.0, generated_tokens=generated,
-        tokens_per_step=tuple(tokens_per_step), recomputed_rows=tuple(int(r) for r in executor.rows_per_layer),
-        recompute_fraction=executor.recompute_fraction(step), policy_time=hooks.seconds)
+        tokens_per_step=tuple(tokens_per_step), recomputed_rows=tuple(executor.rows_per_layer),
+        recompute_fraction=executor.recompute_fraction(step), policy_time=clock.seconds,
+        chosen_rows=executor.chosen_rows(), rows_per_step=tuple(tuple(r) for r in executor.step_rows))
     return x, stats

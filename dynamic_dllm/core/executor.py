@@ -16,12 +16,15 @@ Rows outside ``U_l`` reuse their cached A and F but add them to their *current* 
 so a stale row still moves when its input moves (dLLM-Cache / Dynamic-dLLM semantics). With
 ``U_l`` = all rows this is exactly the plain forward.
 
-Key subsets (optional): ``keys_fn(layer, ctx)`` may return a bool ``[B, L]`` keep-mask; the layer's
-attention (every query it computes, dense or partial) then sees only kept keys (intersected with the
-padding mask; ``ctx.key_mask`` holds the result). Cached K/V of dropped keys stay in the cache.
-None, or a mask keeping every valid key, is exactly the default. Sparse-dLLM evicts K/V this way,
-scoring keys with :meth:`LayerContext.key_importance`. Everything is batched: a row set is a bool
-``[B, L]`` turned into a padded index ``[B, R]`` for gather/scatter.
+``U_l`` is a :class:`~dynamic_dllm.core.rows.RowSet` whose size is a host int: a span is sliced,
+an index is gathered and scattered. Every cache has one extra row ``L`` where the unwritable
+(padding) entries of an index are written and never read — so nothing in the layer loop needs a
+device→host sync. With no cache policy that reuses the cache, no cache is kept at all (plain forward).
+
+Key subsets (optional): a bool ``[B, L]`` keep-mask per layer (``keys_fn``); the layer's attention
+(every query it computes, dense or partial) then sees only kept keys, intersected with the padding
+mask. Cached K/V of dropped keys stay in the cache. Sparse-dLLM evicts K/V this way, scoring keys
+with :meth:`LayerContext.key_importance`.
 """
 
 from __future__ import annotations
@@ -31,42 +34,18 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from ..models.base import DecoderModel, LayerParts, apply_rope, attention, rope_cos_sin
+from .architecture import DecoderModel, LayerParts, Rotary, attention
+from .rows import RowSet
 
 
-def mask_to_index(rows: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """Bool ``[B, L]`` → (index ``[B, R]``, writable ``[B, R]``) with R = max row count.
-
-    The first ``count_b`` entries of row b are its selected positions (ascending). Padding entries
-    repeat the row's first selected position (writing identical values twice is harmless); in a row
-    with no selection they point at position 0 and are marked not writable. ``writable`` is None
-    when every batch row has a selection (every entry writable).
-    """
-    counts = rows.sum(1)
-    lo, R = (int(c) for c in counts.aminmax())
-    order = torch.argsort((~rows).to(torch.int8), dim=1, stable=True)[:, :R]
-    if lo == R:  # same count in every row: no padding entries
-        return order, None
-    in_range = torch.arange(R, device=rows.device) < counts[:, None]
-    index = torch.where(in_range, order, order[:, :1])
-    writable = None if lo > 0 else (counts > 0)[:, None].expand(-1, R)
-    return index, writable
+def _expand(index: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``index`` ``[B, R]`` broadcast over the trailing dims of ``t`` ``[B, L, ...]``."""
+    return index.view(*index.shape, *([1] * (t.dim() - 2))).expand(*index.shape, *t.shape[2:])
 
 
 def _gather(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``t[b, index[b, r], ...]`` for ``t`` ``[B, L, ...]`` → ``[B, R, ...]``."""
-    idx = index.view(*index.shape, *([1] * (t.dim() - 2))).expand(*index.shape, *t.shape[2:])
-    return t.gather(1, idx)
-
-
-def _scatter(t: torch.Tensor, index: torch.Tensor, writable: Optional[torch.Tensor], values: torch.Tensor) -> None:
-    """In place: ``t[b, index[b, r]] = values[b, r]`` where writable (None: everywhere), unchanged elsewhere."""
-    idx = index.view(*index.shape, *([1] * (t.dim() - 2))).expand(*index.shape, *t.shape[2:])
-    values = values.to(t.dtype)
-    if writable is not None:
-        w = writable.view(*writable.shape, *([1] * (values.dim() - 2)))
-        values = torch.where(w, values, _gather(t, index))
-    t.scatter_(1, idx, values)
+    return t.gather(1, _expand(index, t))
 
 
 class LayerContext:
@@ -87,8 +66,8 @@ class LayerContext:
         self.fresh_keys: Optional[torch.Tensor] = None
         #: key mask the layer's attention uses (padding ∧ the ``keys_fn`` answer); None = all keys
         self.key_mask: Optional[torch.Tensor] = executor.key_valid
-        #: rows where ``fresh_values`` is fresh (bool ``[B, L]``); None = every row (see :meth:`values`)
-        self.fresh_value_rows: Optional[torch.Tensor] = None
+        #: rows where ``fresh_values`` is fresh; None = every row (see :meth:`values`)
+        self.fresh_value_rows: Optional[RowSet] = None
 
     @property
     def parts(self) -> LayerParts:
@@ -100,32 +79,42 @@ class LayerContext:
             self._normed = self.parts.attn_norm(self.hidden)
         return self._normed
 
-    def values(self, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Fresh V ``[B, L, kv_dim]`` for all rows. Calling it makes the executor overwrite this
-        layer's whole V cache with these values (dLLM-Cache's rule); counted in the FLOP stats.
+    def cosine_input(self) -> torch.Tensor:
+        """A tensor whose row-wise cosine between steps equals that of :meth:`normed`, as cheap as
+        the norm allows: the norm's ``scale_free(x)`` when it has one (RMSNorm: ``w ⊙ x``), else
+        :meth:`normed`."""
+        scale_free = getattr(self.parts.attn_norm, "scale_free", None)
+        return scale_free(self.hidden) if scale_free is not None else self.normed()
 
-        With ``rows`` (bool ``[B, L]``) V is projected only for those rows: the result holds fresh V
-        there and the cached V elsewhere, and only those rows of the V cache are overwritten (the
-        FLOP stats count only them). Before the first step (no cache) every row is computed. A later
-        call asking for rows not yet fresh recomputes the union."""
+    def values(self, rows: Optional[RowSet] = None) -> torch.Tensor:
+        """Fresh V ``[B, L, kv_dim]``. Calling it makes the executor overwrite this layer's V cache
+        with the result (dLLM-Cache's rule); counted in the FLOP stats.
+
+        With ``rows`` V is projected only there: the result holds fresh V on those rows and the
+        cached V elsewhere. Before the first step (no cache) every row is computed. A second call
+        with other rows recomputes every row."""
         ex = self.executor
-        if rows is not None and (not ex.ready or bool(rows.all())):
+        B, L, _ = self.hidden.shape
+        if rows is not None and (not ex.ready or rows.covers(L)):
             rows = None
         if self.fresh_values is not None:
-            have = self.fresh_value_rows
-            if have is None or (rows is not None and not bool((rows & ~have).any())):
+            if self.fresh_value_rows is None or rows is self.fresh_value_rows:
                 return self.fresh_values
-            rows = None if rows is None else rows | have
+            rows = None
         if rows is None:
             self.fresh_values = self.parts.v_proj(self.normed())
-            self.fresh_value_rows = None
-            n_rows = self.hidden.shape[0] * self.hidden.shape[1]
-        else:
-            index, writable = mask_to_index(rows)
+            n_rows = B * L
+        elif rows.is_span:
+            s, e = rows.start, rows.start + rows.size
             merged = self.cached_values().clone()
-            _scatter(merged, index, writable, self.parts.v_proj(_gather(self.normed(), index)))
-            self.fresh_values, self.fresh_value_rows = merged, rows
-            n_rows = index.numel()
+            merged[:, s:e] = self.parts.v_proj(self.normed()[:, s:e])
+            self.fresh_values, n_rows = merged, B * rows.size
+        else:
+            merged = torch.cat([self.cached_values(), self.cached_values()[:, :1]], 1)  # row L: discarded writes
+            fresh = self.parts.v_proj(_gather(self.normed(), rows.index))
+            merged.scatter_(1, _expand(rows.targets(L), fresh), fresh)
+            self.fresh_values, n_rows = merged[:, :L], B * rows.size
+        self.fresh_value_rows = rows
         ex.extra_flops += 2 * n_rows * ex.model.d_model * ex.model.kv_dim
         return self.fresh_values
 
@@ -137,39 +126,38 @@ class LayerContext:
             self.fresh_keys = self.parts.k_proj(self.normed())
         return self.fresh_keys
 
-    def key_importance(self, query_rows: torch.Tensor) -> torch.Tensor:
-        """Importance ``[B, L]`` of every key position for the queries at ``query_rows`` (bool
-        ``[B, L]``): the mean over those query rows and over the query heads of the raw dot product
+    def key_importance(self, query_rows: RowSet) -> torch.Tensor:
+        """Importance ``[B, L]`` of every key position for the queries ``query_rows``: the mean
+        over those query rows and over the query heads of the raw dot product
         ``RoPE(q_i) . RoPE(k_j)`` (no scaling, no softmax; with GQA each K head is scored by its group
         of query heads), all from this step's layer input (Sparse-dLLM's eviction score). Rows of the
         batch with no query row score 0. Counted in the FLOP stats."""
         ex, m = self.executor, self.executor.model
         B, L, _ = self.hidden.shape
         H, Hkv, D = m.n_heads, m.n_kv_heads, m.head_dim
-        index, _ = mask_to_index(query_rows)
-        counts = query_rows.sum(1)
-        q = ex._heads(self.parts.q_proj(_gather(self.normed(), index)), H)
-        q = apply_rope(q, _gather(ex.cos, index), _gather(ex.sin, index), m.rope_full_precision)
-        in_range = torch.arange(index.shape[1], device=index.device) < counts[:, None]
-        weight = in_range.to(q.dtype) / counts.clamp(min=1)[:, None].to(q.dtype)
+        index = query_rows.positions(B, self.hidden.device)
+        rope = ex.rope
+        q = rope.rotate(ex._heads(self.parts.q_proj(_gather(self.normed(), index)), H),
+                        _gather(rope.cos, index), _gather(rope.sin, index))
+        in_range = (torch.ones(index.shape, dtype=torch.bool, device=index.device) if query_rows.writable is None
+                    else query_rows.writable)
+        weight = in_range.to(q.dtype) / in_range.sum(1).clamp(min=1)[:, None].to(q.dtype)
         mean_q = (q * weight[:, :, None, None]).sum(1)  # [B, H, D]
         per_kv_head = mean_q.view(B, Hkv, H // Hkv, D).sum(2) / H   # query heads h // (H // Hkv) share K head
-        k = apply_rope(ex._heads(self.keys(), Hkv), ex.cos, ex.sin, m.rope_full_precision)
+        k = rope.rotate(ex._heads(self.keys(), Hkv), rope.cos, rope.sin)
         ex.extra_flops += 2 * index.numel() * m.d_model * m.d_model + 2 * B * L * m.kv_dim
         return torch.einsum("bgd,blgd->bl", per_kv_head, k)
 
     def cached_values(self) -> Optional[torch.Tensor]:
         """This layer's V cache ``[B, L, kv_dim]`` as left by the previous step (None before the first)."""
-        v = self.executor.v
-        return None if v is None else v[self.layer].flatten(2)
+        return self.executor.cached(self.executor.v, self.layer)
 
     def cached_keys(self) -> Optional[torch.Tensor]:
         """This layer's (pre-RoPE) K cache ``[B, L, kv_dim]`` as left by the previous step."""
-        k = self.executor.k
-        return None if k is None else k[self.layer].flatten(2)
+        return self.executor.cached(self.executor.k, self.layer)
 
 
-RowsFn = Callable[[int, LayerContext], Optional[torch.Tensor]]
+RowsFn = Callable[[int, LayerContext], Optional[RowSet]]
 KeysFn = Callable[[int, LayerContext], Optional[torch.Tensor]]
 
 
@@ -177,77 +165,87 @@ class PartialLayerExecutor:
     """Runs ``model`` over a fixed canvas geometry, holding the per-layer caches between steps.
 
     ``valid`` ``[B, L]`` marks real tokens (False on left padding); ``positions`` ``[B, L]`` are the
-    RoPE positions. The caches are allocated on the first (necessarily full) forward.
+    RoPE positions. With ``keep_cache`` the caches are allocated on the first (necessarily full)
+    forward; without, every forward is a plain full forward.
+
+    Stats: ``rows_per_layer`` (rows computed, padding included: the cost), ``chosen_per_layer``
+    (distinct rows written), ``step_rows`` (per forward, the rows computed per layer).
     """
 
-    def __init__(self, model: DecoderModel, valid: torch.Tensor, positions: torch.Tensor):
+    def __init__(self, model: DecoderModel, valid: torch.Tensor, positions: torch.Tensor, keep_cache: bool = True):
         self.model = model
         self.parts = [model.layer(i) for i in range(model.n_layers)]
-        self.key_valid = None if bool(valid.all()) else valid
-        self.cos, self.sin = rope_cos_sin(positions, model.head_dim, model.rope_theta)
-        B, L = valid.shape
-        self.shape = (B, L)
+        self.key_valid = None if bool(valid.all()) else valid[:, None, None, :]
+        dtype = next(model.parameters()).dtype
+        self.rope = Rotary(positions, model.head_dim, model.rope_theta, dtype, model.rope_full_precision)
+        self.shape = tuple(valid.shape)
+        self.keep_cache = keep_cache
         self.k = self.v = self.attn = self.ffn = None
-        self.rows_per_layer = torch.zeros(model.n_layers, dtype=torch.long, device=valid.device)
+        self.rows_per_layer = [0] * model.n_layers
+        self.chosen_per_layer: list = [0] * model.n_layers
+        self.step_rows: list[list[int]] = []
         self.extra_flops = 0
-        self.row_flops = model.layer_flops(1, L)
+        self.row_flops = model.layer_flops(1, valid.shape[1])
 
     @property
     def ready(self) -> bool:
         return self.k is not None
 
     def _allocate(self, dtype: torch.dtype, device) -> None:
+        """Per layer: K, RoPE(K), V ``[B, L+1, Hkv, D]``, A and F ``[B, L+1, d]`` (row L discards
+        padding writes), and the ``[B, L]`` views the layers read."""
         m, (B, L) = self.model, self.shape
-        self.k = torch.zeros(m.n_layers, B, L, m.n_kv_heads, m.head_dim, dtype=dtype, device=device)
-        self.k_rot = torch.zeros_like(self.k)  # RoPE(K) at each row's fixed position, kept in step with K
-        self.v = torch.zeros_like(self.k)
-        self.attn = torch.zeros(m.n_layers, B, L, m.d_model, dtype=dtype, device=device)
-        self.ffn = torch.zeros_like(self.attn)
+        new = lambda *shape: list(torch.zeros(m.n_layers, B, L + 1, *shape, dtype=dtype, device=device).unbind(0))  # noqa: E731
+        self.k, self.k_rot, self.v = (new(m.n_kv_heads, m.head_dim) for _ in range(3))
+        self.attn, self.ffn = new(m.d_model), new(m.d_model)
+        self.view = {name: [t[:, :L] for t in getattr(self, name)] for name in ("k", "k_rot", "v", "attn", "ffn")}
+
+    def cached(self, store: Optional[list], layer: int) -> Optional[torch.Tensor]:
+        """``store``'s ``[B, L, ·]`` cache of ``layer`` flattened over heads (None before the first step)."""
+        return None if store is None else store[layer][:, : self.shape[1]].flatten(2)
 
     @torch.no_grad()
     def forward(self, tokens: torch.Tensor, rows_fn: Optional[RowsFn], full: bool, head_start: int, head_end: int,
                 keys_fn: Optional[KeysFn] = None) -> torch.Tensor:
-        """One step. ``rows_fn(layer, ctx)`` gives the bool ``[B, L]`` rows to recompute (None or
-        no rows = reuse everything); ``full`` (or an empty cache) recomputes every row of every
-        layer. ``keys_fn(layer, ctx)`` (called after ``rows_fn``) optionally gives the bool ``[B, L]``
-        keys the layer's attention may use (None = all). Returns logits ``[B, head_end - head_start, V]``
+        """One step. ``rows_fn(layer, ctx)`` gives the rows to recompute (None = reuse everything);
+        it is called at every layer, also on full steps (whose answer is ignored), so policies can
+        observe every layer input. ``full`` (or an empty cache) recomputes every row of every layer.
+        ``keys_fn(layer, ctx)`` (called after ``rows_fn``) optionally gives the bool ``[B, L]`` keys
+        the layer's attention may use (None = all). Returns logits ``[B, head_end - head_start, V]``
         of hidden rows [head_start, head_end)."""
         x = self.model.embed(tokens)
-        full = full or not self.ready
-        if not self.ready:
-            self._allocate(x.dtype, x.device)
         B, L = self.shape
+        store = self.keep_cache
+        full = full or not store or not self.ready
+        if store and not self.ready:
+            self._allocate(x.dtype, x.device)
+        computed = []
         for i in range(self.model.n_layers):
             ctx = LayerContext(self, i, x)
             rows = rows_fn(i, ctx) if rows_fn is not None else None
             if keys_fn is not None:
-                ctx.key_mask = self._key_mask(keys_fn(i, ctx))
-            dense = full or (rows is not None and bool(rows.all()))
+                keep = keys_fn(i, ctx)
+                if keep is not None:
+                    keep = keep[:, None, None, :]
+                    ctx.key_mask = keep if self.key_valid is None else keep & self.key_valid
+            dense = full or (rows is not None and rows.covers(L))
             if ctx.fresh_keys is not None and not dense:  # asked for by a policy, not reused
                 self.extra_flops += 2 * B * L * self.model.d_model * self.model.kv_dim
             if dense:
-                x = self._dense_layer(i, ctx)
-                self.rows_per_layer[i] += B * L
-            elif rows is None or not bool(rows.any()):
-                if ctx.fresh_values is not None:
-                    self.v[i] = ctx.fresh_values.view_as(self.v[i])
-                x = x + self.attn[i] + self.ffn[i]
+                x = self._dense_layer(i, ctx, store)
+                n, chosen = B * L, B * L
+            elif rows is None or rows.size == 0:
+                self._write_fresh_values(i, ctx)
+                x = x + self.view["attn"][i] + self.view["ffn"][i]
+                n = chosen = 0
             else:
-                x = self._partial_layer(i, ctx, rows)
-                self.rows_per_layer[i] += rows.sum()
-        h = x[:, head_start:head_end]
-        return self.model.head(self.model.final_norm(h))
-
-    def _key_mask(self, keep: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-        """Padding mask ∧ ``keep``; the padding mask itself (None without padding) when ``keep``
-        drops no valid key, so such an answer runs exactly the default attention."""
-        base = self.key_valid
-        if keep is None:
-            return base
-        mask = keep if base is None else keep & base
-        if (base is None and bool(mask.all())) or (base is not None and torch.equal(mask, base)):
-            return base
-        return mask
+                x = self._span_layer(i, ctx, rows) if rows.is_span else self._index_layer(i, ctx, rows)
+                n, chosen = B * rows.size, rows.chosen(B, L)
+            computed.append(n)
+            self.rows_per_layer[i] += n
+            self.chosen_per_layer[i] = self.chosen_per_layer[i] + chosen
+        self.step_rows.append(computed)
+        return self.model.head(self.model.final_norm(x[:, head_start:head_end]))
 
     def _heads(self, t: torch.Tensor, n: int) -> torch.Tensor:
         return t.view(*t.shape[:2], n, self.model.head_dim)
@@ -256,40 +254,72 @@ class PartialLayerExecutor:
         hn = p.ffn_norm(h)
         return p.down_proj(F.silu(p.gate_proj(hn)) * p.up_proj(hn))
 
-    def _dense_layer(self, i: int, ctx: LayerContext) -> torch.Tensor:
-        m, p, x = self.model, self.parts[i], ctx.hidden
+    def _write_fresh_values(self, i: int, ctx: LayerContext) -> None:
+        if ctx.fresh_values is not None:
+            self.view["v"][i].copy_(ctx.fresh_values.view_as(self.view["v"][i]))
+
+    def _dense_layer(self, i: int, ctx: LayerContext, store: bool) -> torch.Tensor:
+        m, p, x, rope = self.model, self.parts[i], ctx.hidden, self.rope
         xn = ctx.normed()
-        q = apply_rope(self._heads(p.q_proj(xn), m.n_heads), self.cos, self.sin, m.rope_full_precision)
+        q = rope.rotate(self._heads(p.q_proj(xn), m.n_heads), rope.cos, rope.sin)
         k = self._heads(ctx.fresh_keys if ctx.fresh_keys is not None else p.k_proj(xn), m.n_kv_heads)
         fresh_all = ctx.fresh_values is not None and ctx.fresh_value_rows is None
         v = self._heads(ctx.fresh_values if fresh_all else p.v_proj(xn), m.n_kv_heads)
-        self.k[i], self.v[i] = k, v
-        self.k_rot[i] = apply_rope(k, self.cos, self.sin, m.rope_full_precision)
-        self.attn[i] = p.o_proj(attention(q, self.k_rot[i], v, ctx.key_mask))
-        h = x + self.attn[i]
-        self.ffn[i] = self._ffn(p, h)
-        return h + self.ffn[i]
+        k_rot = rope.rotate(k, rope.cos, rope.sin)
+        a = p.o_proj(attention(q, k_rot, v, ctx.key_mask))
+        h = x + a
+        f = self._ffn(p, h)
+        if store:
+            view = self.view
+            for name, value in (("k", k), ("v", v), ("k_rot", k_rot), ("attn", a), ("ffn", f)):
+                view[name][i].copy_(value)
+        return h + f
 
-    def _partial_layer(self, i: int, ctx: LayerContext, rows: torch.Tensor) -> torch.Tensor:
-        m, p, x = self.model, self.parts[i], ctx.hidden
-        index, writable = mask_to_index(rows)
-        xn = _gather(ctx._normed, index) if ctx._normed is not None else p.attn_norm(_gather(x, index))
-        cos, sin = _gather(self.cos, index), _gather(self.sin, index)
-        q = apply_rope(self._heads(p.q_proj(xn), m.n_heads), cos, sin, m.rope_full_precision)
-        if ctx.fresh_values is not None:
-            self.v[i] = ctx.fresh_values.view_as(self.v[i])
+    def _span_layer(self, i: int, ctx: LayerContext, rows: RowSet) -> torch.Tensor:
+        """Rows ``[s, e)`` of every batch row: slices, no gather or scatter."""
+        m, p, x, rope, view = self.model, self.parts[i], ctx.hidden, self.rope, self.view
+        s, e = rows.start, rows.start + rows.size
+        xn = ctx._normed[:, s:e] if ctx._normed is not None else p.attn_norm(x[:, s:e])
+        cos, sin = rope.cos[:, s:e], rope.sin[:, s:e]
+        q = rope.rotate(self._heads(p.q_proj(xn), m.n_heads), cos, sin)
+        self._write_fresh_values(i, ctx)
         k = self._heads(p.k_proj(xn), m.n_kv_heads)
-        _scatter(self.k[i], index, writable, k)
-        _scatter(self.k_rot[i], index, writable, apply_rope(k, cos, sin, m.rope_full_precision))  # only rows U rotate
-        _scatter(self.v[i], index, writable, self._heads(p.v_proj(xn), m.n_kv_heads))
-        _scatter(self.attn[i], index, writable, p.o_proj(attention(q, self.k_rot[i], self.v[i], ctx.key_mask)))
-        h = x + self.attn[i]
-        _scatter(self.ffn[i], index, writable, self._ffn(p, _gather(h, index)))
-        return h + self.ffn[i]
+        self.k[i][:, s:e] = k
+        self.k_rot[i][:, s:e] = rope.rotate(k, cos, sin)  # only rows U rotate
+        self.v[i][:, s:e] = self._heads(p.v_proj(xn), m.n_kv_heads)
+        self.attn[i][:, s:e] = p.o_proj(attention(q, view["k_rot"][i], view["v"][i], ctx.key_mask))
+        h = x + view["attn"][i]
+        self.ffn[i][:, s:e] = self._ffn(p, h[:, s:e])
+        return h + view["ffn"][i]
+
+    def _index_layer(self, i: int, ctx: LayerContext, rows: RowSet) -> torch.Tensor:
+        """Rows ``index[b, :]`` per batch row: gathered, computed, scattered to their targets
+        (unwritable entries to the discarded row L)."""
+        m, p, x, rope, view = self.model, self.parts[i], ctx.hidden, self.rope, self.view
+        index, target = rows.index, rows.targets(self.shape[1])
+        xn = _gather(ctx._normed, index) if ctx._normed is not None else p.attn_norm(_gather(x, index))
+        cos, sin = _gather(rope.cos, index), _gather(rope.sin, index)
+        q = rope.rotate(self._heads(p.q_proj(xn), m.n_heads), cos, sin)
+        self._write_fresh_values(i, ctx)
+        k = self._heads(p.k_proj(xn), m.n_kv_heads)
+        kv_target = _expand(target, k)
+        self.k[i].scatter_(1, kv_target, k)
+        self.k_rot[i].scatter_(1, kv_target, rope.rotate(k, cos, sin))  # only rows U rotate
+        self.v[i].scatter_(1, kv_target, self._heads(p.v_proj(xn), m.n_kv_heads))
+        a = p.o_proj(attention(q, view["k_rot"][i], view["v"][i], ctx.key_mask))
+        d_target = _expand(target, a)
+        self.attn[i].scatter_(1, d_target, a)
+        h = x + view["attn"][i]
+        self.ffn[i].scatter_(1, d_target, self._ffn(p, _gather(h, index)))
+        return h + view["ffn"][i]
 
     def recompute_fraction(self, n_steps: int) -> float:
-        """FLOPs spent in the layers / FLOPs of ``n_steps`` full forwards."""
+        """FLOPs spent in the layers (rows computed, padding included) / FLOPs of ``n_steps`` full forwards."""
         B, L = self.shape
         full = n_steps * self.model.n_layers * B * L * self.row_flops
-        spent = int(self.rows_per_layer.sum()) * self.row_flops + self.extra_flops
+        spent = sum(self.rows_per_layer) * self.row_flops + self.extra_flops
         return spent / full if full else 0.0
+
+    def chosen_rows(self) -> tuple:
+        """Distinct rows written per layer, summed over steps and batch (one host read, at the end)."""
+        return tuple(torch.stack([torch.as_tensor(c) for c in self.chosen_per_layer]).tolist())

@@ -1,18 +1,41 @@
-"""Base classes for policies and the per-generation facts they are bound to.
+"""The step protocol: what the engine calls on a cache policy and on an unmask policy.
 
-A policy is a small object with state for one generation. It implements the step hooks of
-:mod:`dynamic_dllm.core.hookspecs` as methods marked ``@hookimpl``; the bases below give it the
-``generation_start`` binding. Policies are ``attrs`` classes, so a spec string such as
-``dcu:budget=32`` maps onto validated fields.
+Policies are plain Python objects; the engine calls their methods directly (pluggy only
+*registers* them, see :mod:`~dynamic_dllm.core.registry`). One generation, with ``C`` the list of
+active cache policies and ``u`` the unmask policy::
+
+    for p in C + [u]: p.start(run)                              # once, RunInfo
+    every step:
+        full = any(p.step_start(state) for p in C)              # True = every row of every layer
+        every layer l (skipped on full steps unless restricts_keys):
+            rows = union(p.layer_rows(state, l, ctx) for p in C)   # RowSet with a host-known size, or None
+            keys = ∩ (p.layer_keys(state, l, ctx) for p in C if p.restricts_keys)
+        commit = u.commit(state, block_logits)
+        for p in C: p.step_end(state, committed)
+
+:class:`CachePolicy` and :class:`UnmaskPolicy` are the protocols, with do-nothing defaults, so a
+policy subclasses one and overrides what it needs. Answers must not need a device→host sync
+inside the layer loop: a :class:`~dynamic_dllm.core.rows.RowSet`'s size is a Python int, fixed
+before the layer runs (take any count once per step, in ``step_start``).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Optional
+
 import attrs
 import torch
 
-from .hookspecs import hookimpl
 from .types import GenerationConfig
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .executor import LayerContext
+    from .rows import RowSet
+    from .types import Commit, StepState
+
+#: step hooks of the pluggy-based engine (before v2); a policy defining one of these is rejected
+OLD_HOOKS = {"generation_start": "start", "cache_step_start": "step_start", "cache_rows": "layer_rows",
+             "cache_keys": "layer_keys", "cache_step_end": "step_end", "unmask_commit": "commit"}
 
 
 @attrs.frozen(eq=False)
@@ -29,31 +52,70 @@ class RunInfo:
     eos_id: int
     logit_shift: int
     device: torch.device
+    #: bool ``[B, L]``: False on left padding (fixed for the generation)
+    valid: Optional[torch.Tensor] = None
 
 
-class Policy:
-    """Common base: remembers the :class:`RunInfo` of the current generation in ``self.run``."""
+class CachePolicy:
+    """Chooses, per step and layer, the rows that are recomputed (the rest reuse their cache).
 
-    run: RunInfo
-
-    @hookimpl
-    def generation_start(self, run: RunInfo) -> None:
-        self.run = run
-        self.start(run)
-
-    def start(self, run: RunInfo) -> None:
-        """Reset per-generation state; override as needed."""
-
-
-class CachePolicy(Policy):
-    """Decides per step and layer which rows are recomputed (hooks ``cache_step_start``,
-    ``cache_rows``, ``cache_step_end``)."""
+    Class attributes the engine reads: ``supports_cfg`` (may run with classifier-free guidance),
+    ``reuses_cache`` (False: every step is full, so the executor keeps no cache at all),
+    ``restricts_keys`` (``layer_keys`` is called, also on full steps)."""
 
     kind = "cache"
+    supports_cfg = False
+    reuses_cache = True
+    restricts_keys = False
+
+    def start(self, run: RunInfo) -> None:
+        """Reset per-generation state."""
+
+    def step_start(self, state: "StepState") -> bool:
+        """Before the forward; True asks for a full step (every row of every layer refreshed)."""
+        return False
+
+    def layer_rows(self, state: "StepState", layer: int, context: "LayerContext") -> Optional["RowSet"]:
+        """Rows layer ``layer`` recomputes (not called on full steps); None = no opinion. The
+        answers of all active cache policies are united."""
+        return None
+
+    def layer_keys(self, state: "StepState", layer: int, context: "LayerContext") -> Optional[torch.Tensor]:
+        """Only with ``restricts_keys``: bool ``[B, L]`` keys the layer's attention may use (None =
+        all), intersected over policies and with the padding mask; called after ``layer_rows``."""
+        return None
+
+    def step_end(self, state: "StepState", committed: torch.Tensor) -> None:
+        """After the commits; ``committed`` is bool ``[B, L]``."""
 
 
-class UnmaskPolicy(Policy):
-    """Decides per step which masked positions of the current block are committed
-    (hook ``unmask_commit``)."""
+class UnmaskPolicy:
+    """Chooses which masked positions of the current block a step commits."""
 
     kind = "unmask"
+
+    def start(self, run: RunInfo) -> None:
+        """Reset per-generation state."""
+
+    def commit(self, state: "StepState", logits: torch.Tensor) -> "Commit":
+        """The commits of the current block from its logits ``[B, block_length, V]`` (already
+        shifted for AR-initialised models)."""
+        raise TypeError(f"{type(self).__name__} does not define commit(state, logits)")
+
+
+def check_policy(policy, kind: str):
+    """``policy`` if it has the step methods of ``kind`` (``cache`` / ``unmask``); else a
+    ValueError naming the object and, for a policy written against the pluggy hooks of engine v1,
+    the method to rename."""
+    name = type(policy).__name__
+    old = sorted(h for h in OLD_HOOKS if callable(getattr(policy, h, None)))
+    if old:
+        renames = ", ".join(f"{h} → {OLD_HOOKS[h]}" for h in old)
+        raise ValueError(f"{kind} policy {name} implements the pluggy step hooks of engine v1 ({renames});"
+                         " engine v2 calls plain methods instead (docs/plugins.md)")
+    needed = ("step_start", "layer_rows", "step_end") if kind == "cache" else ("commit",)
+    missing = [m for m in ("start", *needed) if not callable(getattr(policy, m, None))]
+    if missing:
+        raise ValueError(f"{name} is not a {kind} policy: it lacks {', '.join(missing)}"
+                         f" (derive from dynamic_dllm.{'CachePolicy' if kind == 'cache' else 'UnmaskPolicy'})")
+    return policy

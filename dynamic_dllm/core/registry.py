@@ -4,6 +4,12 @@ Built-in plugins are registered exactly like third-party ones (they implement th
 hooks). Third-party packages are found through the entry-point group ``dynamic_dllm``; the
 environment variable ``DYNAMIC_DLLM_PLUGINS`` restricts which of them load: a comma-separated
 list of entry-point names, or the empty string for none. Built-ins always load.
+
+Registration is strict: a name registered twice (within one kind) is an error naming both
+plugins — a plugin cannot silently replace a built-in; a plugin implementing a hook name that
+does not exist (a typo) is an error when plugins load. Presets are :class:`Alias` entries: a spec
+string whose parameters are mapped onto its parts (``dynamic-dllm-cache:budget=16`` →
+``dcu:budget=16+window``).
 """
 
 from __future__ import annotations
@@ -38,6 +44,26 @@ class Entry:
     obj: object = attrs.field(eq=False)
 
 
+@attrs.frozen
+class Alias:
+    """A preset: ``spec`` (e.g. ``"dcu+window"``) with its own parameters, each mapped onto one
+    part's parameter as ``"part.param"`` (``params={"budget": "dcu.budget", "window": "window.size"}``)."""
+
+    spec: str
+    params: dict = attrs.field(factory=dict)
+    summary: str = ""
+
+    def expand(self, given: dict) -> list[tuple[str, dict]]:
+        """The ``(name, params)`` parts with ``given`` (the alias's own parameters) routed in."""
+        parts = [(name, dict(p)) for name, p in parse_spec(self.spec)]
+        for key, value in given.items():
+            part, _, param = self.params[key].partition(".")
+            for name, p in parts:
+                if name == part:
+                    p[param] = value
+        return parts
+
+
 class Registry:
     """Looks things up by name across all loaded plugins (recomputed when plugins change)."""
 
@@ -48,8 +74,11 @@ class Registry:
         found: dict[str, Entry] = {}
         for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
             def register(name, obj, summary=None, _plugin=impl.plugin_name):
+                if name in found:
+                    raise ValueError(f"{kind} {name!r} is registered twice: by plugin {found[name].plugin!r} and by"
+                                     f" plugin {_plugin!r} (names must be unique; rename one)")
                 if not summary:
-                    doc = inspect.getdoc(obj) or ""
+                    doc = obj.summary if isinstance(obj, Alias) else (inspect.getdoc(obj) or "")
                     summary = doc.splitlines()[0] if doc else ""
                 found[name] = Entry(name=name, kind=kind, plugin=_plugin, summary=summary, obj=obj)
             impl.function(register=register)
@@ -87,7 +116,10 @@ class Registry:
         if not isinstance(spec, str):
             return list(spec) if isinstance(spec, (list, tuple)) else [spec]
         known = self.cache_policies()
-        return [_instantiate(known, name, params, "cache") for name, params in parse_spec(spec)]
+        out = []
+        for name, params in parse_spec(spec):
+            out.extend(_instantiate(known, name, params, "cache"))
+        return out
 
     def make_unmask_policy(self, spec):
         if not isinstance(spec, str):
@@ -96,13 +128,29 @@ class Registry:
         if len(parts) != 1:
             raise ValueError(f"unmask spec {spec!r} names {len(parts)} policies; exactly one unmask policy is used per generation")
         name, params = parts[0]
-        return _instantiate(self.unmask_policies(), name, params, "unmask")
+        policies = _instantiate(self.unmask_policies(), name, params, "unmask")
+        if len(policies) != 1:
+            raise ValueError(f"unmask preset {name!r} expands to {len(policies)} policies; an unmask preset must name one")
+        return policies[0]
 
 
-def _instantiate(known: dict[str, Entry], name: str, params: dict, kind: str):
+def _instantiate(known: dict[str, Entry], name: str, params: dict, kind: str) -> list:
+    """The policies for one spec part: one instance, or an alias's parts."""
     if name not in known:
         raise ValueError(f"unknown {kind} policy {name!r}; known {kind} policies: {', '.join(sorted(known))}")
     factory = known[name].obj
+    if isinstance(factory, Alias):
+        unknown = sorted(set(params) - set(factory.params))
+        if unknown:
+            raise ValueError(f"{kind} policy {name!r} has no parameter {', '.join(map(repr, unknown))};"
+                             f" its parameters: {', '.join(factory.params) or '(none)'}")
+        out = []
+        for part, part_params in factory.expand(params):
+            try:
+                out.extend(_instantiate(known, part, part_params, kind))
+            except ValueError as exc:
+                raise ValueError(f"{kind} preset {name!r} (= {factory.spec}): {exc}") from None
+        return out
     accepted = _parameter_names(factory)
     unknown = sorted(set(params) - set(accepted))
     if unknown:
@@ -111,7 +159,7 @@ def _instantiate(known: dict[str, Entry], name: str, params: dict, kind: str):
             f" its parameters: {', '.join(accepted) or '(none)'}"
         )
     try:
-        return factory(**params)
+        return [factory(**params)]
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{kind} policy {name!r}: {exc}") from None
 
@@ -140,6 +188,17 @@ def plugin_manager() -> pluggy.PluginManager:
     return _pm
 
 
+def check_hook_names(pm: pluggy.PluginManager) -> None:
+    """A plugin implementing a hook that does not exist (a mistyped name) is a ValueError naming it."""
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        hook = str(exc).split("'")[1] if "'" in str(exc) else str(exc)
+        raise ValueError(f"plugin {pm.get_name(exc.plugin)!r} implements {hook!r}, which is not a dynamic-dllm hook;"
+                         " the hooks are register_cache_policies, register_unmask_policies, register_models,"
+                         " register_checkpoints") from None
+
+
 def _load_entry_points(pm: pluggy.PluginManager) -> None:
     allowed = os.environ.get(ENV_PLUGINS)
     if allowed is None:
@@ -150,4 +209,6 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
 
 
 def get_registry() -> Registry:
-    return Registry(plugin_manager())
+    pm = plugin_manager()
+    check_hook_names(pm)
+    return Registry(pm)

@@ -175,9 +175,12 @@ class GenerationStats:
 
     ``nfe``: model forward calls (a refresh forward that also decodes counts once, as Fast-dLLM).
     ``tokens_per_step``: tokens committed per step, summed over the batch.
-    ``recomputed_rows``: per layer, rows recomputed summed over steps and batch.
+    ``recomputed_rows``: per layer, rows computed summed over steps and batch — the cost, padding
+    rows of a row set included (a union such as ``dcu+window`` is padded to ``B_l + W`` rows).
+    ``chosen_rows``: per layer, the distinct rows the policies chose (≤ ``recomputed_rows``).
+    ``rows_per_step``: per step, the rows computed per layer (summed over the batch).
     ``recompute_fraction``: FLOPs the layers actually spent / FLOPs of full forwards at every step
-    (per-layer projections, attention and FFN; embedding and head excluded).
+    (per-layer projections, attention and FFN; embedding and head excluded; from the rows computed).
     ``tokens_per_second``: generated non-EOS tokens per wall-clock second.
     """
 
@@ -189,6 +192,14 @@ class GenerationStats:
     recomputed_rows: tuple
     recompute_fraction: float
     policy_time: float = 0.0
+    chosen_rows: tuple = ()
+    rows_per_step: tuple = ()
+
+    @property
+    def chosen_fraction(self) -> float:
+        """Distinct chosen rows / rows computed (1.0 when nothing is padded)."""
+        computed = sum(self.recomputed_rows)
+        return sum(self.chosen_rows) / computed if computed else 1.0
 
     @property
     def mean_tokens_per_step(self) -> float:
@@ -198,6 +209,8 @@ class GenerationStats:
         out = attrs.asdict(self)
         out["tokens_per_step"] = list(self.tokens_per_step)
         out["recomputed_rows"] = list(self.recomputed_rows)
+        out["chosen_rows"] = list(self.chosen_rows)
+        out["rows_per_step"] = [list(r) for r in self.rows_per_step]
         out["mean_tokens_per_step"] = self.mean_tokens_per_step
         return out
 

@@ -142,7 +142,7 @@ def task_config(task: Task, gen_length=None, block_length=None, steps=None, stop
         temperature=temperature, seed=seed, dtype=dtype, device=device)
 
 
-def decode_batch(lm, examples: Sequence[Example], row: Row, config, extra_cache: Sequence = ()):
+def decode_batch(lm, examples: Sequence[Example], row: Row, config):
     """Generate for ``examples`` as one left-padded batch. Returns ``(tokens [B, G] list, texts, stats)``."""
     from ..api import encode_prompts
     from ..core.engine import denoise
@@ -150,7 +150,7 @@ def decode_batch(lm, examples: Sequence[Example], row: Row, config, extra_cache:
 
     registry = get_registry()
     ids, mask = encode_prompts(lm.tokenizer, [e.prompt for e in examples], chat=True)
-    cache = registry.make_cache_policies(row.cache) + list(extra_cache)
+    cache = registry.make_cache_policies(row.cache)
     canvas, stats = denoise(lm.model, ids, config, cache, registry.make_unmask_policy(row.unmask), attention_mask=mask)
     tokens = canvas[:, ids.shape[1]:].tolist()
     texts = lm.tokenizer.batch_decode(tokens, skip_special_tokens=True)

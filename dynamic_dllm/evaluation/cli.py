@@ -100,7 +100,7 @@ def _plots(args, lm, tasks, rows, result) -> None:
     from pathlib import Path
 
     from .bench import Row, decode_batch, task_config
-    from .observe import RecomputeObserver
+    from .observe import recompute_fractions
     from .plots import frontier, recompute_heatmap
 
     folder = Path(args.plot)
@@ -118,11 +118,10 @@ def _plots(args, lm, tasks, rows, result) -> None:
     if row is not None:
         task = tasks[0]
         example = task.load(1)[0]
-        observer = RecomputeObserver()
-        decode_batch(lm, [example], Row(row.name, row.cache, row.unmask), task_config(
-            task, gen_length=args.gen_length, block_length=args.block_length, steps=args.steps,
-            stop_at_eos=args.stop_at_eos, dtype=args.dtype, device=args.device), extra_cache=[observer])
-        written.append(recompute_heatmap(observer.fractions(), folder / "recompute_heatmap.png",
+        config = task_config(task, gen_length=args.gen_length, block_length=args.block_length, steps=args.steps,
+                             stop_at_eos=args.stop_at_eos, dtype=args.dtype, device=args.device)
+        _, _, stats = decode_batch(lm, [example], Row(row.name, row.cache, row.unmask), config)
+        written.append(recompute_heatmap(recompute_fractions(stats), folder / "recompute_heatmap.png",
                                          title=f"{row.cache} ({task.name}, item 0): rows recomputed per layer and step"))
     print(f"[plots: {', '.join(str(p) for p in written)}]", file=sys.stderr)
 

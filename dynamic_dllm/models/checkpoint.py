@@ -17,7 +17,7 @@ import attrs
 import torch
 from safetensors.torch import load_file, save_file
 
-from .base import DecoderModel
+from ..core.architecture import DecoderModel
 
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"

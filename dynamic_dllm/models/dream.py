@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import DecoderModel, LayerParts, RMSNorm
+from ..core.architecture import DecoderModel, LayerParts, RMSNorm
 
 DREAM_CONFIG_DEFAULTS = {
     "hidden_size": 3584,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import DecoderModel, LayerParts, RMSNorm
+from ..core.architecture import DecoderModel, LayerParts, RMSNorm
 
 #: config.json fields this adapter reads (LLaDA's own names) and their defaults.
 LLADA_CONFIG_DEFAULTS = {

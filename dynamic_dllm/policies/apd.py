@@ -60,5 +60,5 @@ class AdaptiveParallelDecoding(RulePolicy):
 
     def thresholds(self) -> torch.Tensor:
         """Current thresholds ``[B, L]`` by batch row and absolute canvas position, as updated at
-        the last step (a method, not a property: pluggy inspects every attribute at register)."""
+        the last step."""
         return self.active_rule.thresholds(self.run.length)

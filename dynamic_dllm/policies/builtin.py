@@ -10,7 +10,7 @@ from .factor import FactorDecoding
 from .apd import AdaptiveParallelDecoding
 from .eb_sampler import EntropyBoundedSampler
 from .no_cache import NoCache
-from .dcu import DynamicCacheUpdating, DynamicDllmCache, UpdateWindow
+from .dcu import PRESET as DYNAMIC_DLLM_CACHE, DynamicCacheUpdating, UpdateWindow
 from .dllm_cache import DllmCache
 from .dkv_cache import DkvCache
 from .dual import DualCache
@@ -24,7 +24,7 @@ def register_cache_policies(register):
     register("dllm-cache", DllmCache)
     register("dcu", DynamicCacheUpdating)
     register("window", UpdateWindow)
-    register("dynamic-dllm-cache", DynamicDllmCache)
+    register("dynamic-dllm-cache", DYNAMIC_DLLM_CACHE)
     register("prefix", PrefixCache)
     register("dual", DualCache)
     register("dkv-cache", DkvCache)

@@ -50,7 +50,6 @@ from typing import Callable, Optional
 import attrs
 import torch
 
-from ..core.hookspecs import hookimpl
 from ..core.policy import RunInfo, UnmaskPolicy
 from ..core.types import Commit, StepState
 from .scores import choose_tokens, even_schedule, masked_scores, negative_entropy, probability_of, select_top_k, top2_margin
@@ -347,11 +346,11 @@ class RulePolicy(UnmaskPolicy):
         raise NotImplementedError
 
     def start(self, run: RunInfo) -> None:
+        self.run = run
         self.active_rule = self.make_rule()
         _start(self.active_rule, run)
 
-    @hookimpl
-    def unmask_commit(self, state: StepState, logits: torch.Tensor) -> Commit:
+    def commit(self, state: StepState, logits: torch.Tensor) -> Commit:
         return commit_with(self.score, self.active_rule, state, logits)
 
 

@@ -26,9 +26,13 @@ batch row has its own dynamics, budgets and index sets.
 
 Bookkeeping cost: per layer one multiply, one norm and one dot product over ``[B, L, d]`` and one
 stable sort of ``[B, L]`` (ties left to right): the cosine of RMSNorm outputs equals the cosine of
-``w ⊙ x`` (the per-row ``1/rms`` cancels, see :func:`scale_free_input`), so the all-row
-normalisation is skipped; the inverse norms are kept from the previous step; budgets are computed
-once per step for all layers. The previous step's vectors are kept by reference (no copy).
+``w ⊙ x`` (the per-row ``1/rms`` cancels; the model's norm says so through ``scale_free``, see
+:meth:`~dynamic_dllm.core.executor.LayerContext.cosine_input`), so the all-row normalisation is
+skipped; the inverse norms are kept from the previous step. Budgets are computed once per step
+for all layers, with one host sync (the per-layer maximum ``max_b B_l[b]``, the row set's size);
+with ``allocation=uniform`` once per generation. A layer's row set is the first ``max_b B_l[b]``
+of the sorted order, entries past ``B_l[b]`` padding (computed, not written). The previous step's
+vectors are kept by reference (no copy).
 
 ``window`` (paper Eq. 7): every layer also recomputes the ``size`` rows centred on the key token —
 the position committed at the previous step. With several commits the *rightmost* one is the key
@@ -42,8 +46,10 @@ next), shifted (not truncated) to stay inside the row's valid span ``[first real
 ``size`` ≥ that span = every row. The released code uses ``2·(size//2)+1`` rows clipped to the
 response region; this uses exactly ``size`` rows, as the issue states.
 
-Composition is by union (the engine ORs the rows of all active cache policies): ``dcu+window`` =
-``U_l = window ∪ top-B_l``, the paper's update set; ``dynamic-dllm-cache`` is that preset.
+Composition is by union (the engine unites the rows of all active cache policies): ``dcu+window``
+= ``U_l = window ∪ top-B_l``, the paper's update set, computed as ``B_l + W`` rows with the overlap
+not written (no sync to learn the union's size); ``dynamic-dllm-cache`` is a registry alias of that
+spec (:data:`PRESET`).
 """
 
 from __future__ import annotations
@@ -54,13 +60,17 @@ import attrs
 import torch
 import torch.nn.functional as F
 
-from ..core.hookspecs import hookimpl
 from ..core.policy import CachePolicy, RunInfo
-from ..models.base import RMSNorm
-from .scores import select_top_k
+from ..core.registry import Alias
+from ..core.rows import RowSet
 
 SCORES = ("input", "value")
 ALLOCATIONS = ("proportional", "uniform")
+
+#: ``dynamic-dllm-cache``: the paper's DCU = dcu + window, with the parameters of both
+PRESET = Alias("dcu+window", params={"budget": "dcu.budget", "window": "window.size", "score": "dcu.score",
+                                     "allocation": "dcu.allocation"},
+               summary="Dynamic-dLLM cache preset = dcu + window (union of DCU's top-B_l rows and the update window).")
 
 
 def _optional_non_negative_int(instance, attribute, value):
@@ -85,6 +95,55 @@ def _largest_remainder(quota: torch.Tensor, total: torch.Tensor) -> torch.Tensor
     return base.long() + (rank < short[:, None]).long()
 
 
+class _Split:
+    """State of :func:`allocate_budgets`' passes: each pass splits the remaining total over the
+    open layers by largest remainder, caps, and carries the overflow to the next pass."""
+
+    def __init__(self, total: torch.Tensor, weights: torch.Tensor, cap: torch.Tensor):
+        B, n = weights.shape
+        dead = weights.sum(1, keepdim=True) <= 0
+        self.weights = torch.where(dead, torch.ones_like(weights), weights)
+        self.cap = cap
+        self.alloc = torch.zeros(B, n, dtype=torch.long, device=weights.device)
+        self.open = self.weights > 0
+        self.remaining = total.clone()
+
+    def live(self) -> torch.Tensor:
+        return (self.remaining > 0) & (torch.where(self.open, self.weights, 0.0).sum(1) > 0)
+
+    def step(self) -> None:
+        """One pass (a no-op where nothing is live, so the first needs no check)."""
+        w = torch.where(self.open, self.weights, torch.zeros_like(self.weights))
+        wsum = w.sum(1)
+        live = (self.remaining > 0) & (wsum > 0)
+        quota = torch.where(live[:, None], self.remaining[:, None].double() * w / wsum.clamp_min(1e-300)[:, None],
+                            torch.zeros_like(w))
+        self.alloc = self.alloc + _largest_remainder(quota, torch.where(live, self.remaining, torch.zeros_like(self.remaining)))
+        over = (self.alloc - self.cap[:, None]).clamp_min(0)
+        self.alloc = self.alloc - over
+        self.remaining = torch.where(live, over.sum(1), torch.zeros_like(self.remaining))
+        self.open = self.open & (self.alloc < self.cap[:, None])
+
+    def finish(self) -> torch.Tensor:
+        """The remaining passes (at most ``n − 1``; each closes a layer or ends the overflow)."""
+        for _ in range(self.weights.shape[1] - 1):
+            if not bool(self.live().any()):
+                break
+            self.step()
+        return self.alloc
+
+
+def _split(total, weights: torch.Tensor, cap) -> _Split:
+    weights = weights.double()
+    B = weights.shape[0]
+    device = weights.device
+    if isinstance(total, torch.Tensor):
+        total = total.to(device).long().expand(B)
+    else:
+        total = torch.full((B,), int(total), dtype=torch.long, device=device)
+    return _Split(total, weights, torch.as_tensor(cap, device=device).long().expand(B))
+
+
 def allocate_budgets(total, weights: torch.Tensor, cap) -> torch.Tensor:
     """Split ``total`` rows over layers in proportion to ``weights`` ``[B, n]`` (≥ 0).
 
@@ -94,40 +153,21 @@ def allocate_budgets(total, weights: torch.Tensor, cap) -> torch.Tensor:
     uncapped layers with weight > 0. Row sums equal ``min(total, cap · #layers with weight > 0)``
     — exactly ``total`` whenever the layers that changed can absorb it.
     """
-    weights = weights.double()
-    B, n = weights.shape
-    device = weights.device
-    if isinstance(total, torch.Tensor):
-        total = total.to(device).long().expand(B)
-    else:
-        total = torch.full((B,), int(total), dtype=torch.long, device=device)
-    if bool((total < 0).any()):
+    if bool((torch.as_tensor(total) < 0).any()):
         raise ValueError("the total budget must be >= 0")
-    cap = torch.as_tensor(cap, device=device).long().expand(B)
     if bool((weights < 0).any()) or not bool(torch.isfinite(weights).all()):
         raise ValueError("layer weights must be finite and >= 0")
-    dead = weights.sum(1, keepdim=True) <= 0
-    weights = torch.where(dead, torch.ones_like(weights), weights)
-    alloc = torch.zeros(B, n, dtype=torch.long, device=device)
-    open_ = weights > 0
-    remaining = total.clone()
-    for _ in range(n):  # each pass closes at least one layer or ends the overflow
-        w = torch.where(open_, weights, torch.zeros_like(weights))
-        wsum = w.sum(1)
-        live = (remaining > 0) & (wsum > 0)
-        if not bool(live.any()):
-            break
-        quota = torch.where(live[:, None], remaining[:, None].double() * w / wsum.clamp_min(1e-300)[:, None], torch.zeros_like(w))
-        alloc = alloc + _largest_remainder(quota, torch.where(live, remaining, torch.zeros_like(remaining)))
-        over = (alloc - cap[:, None]).clamp_min(0)
-        alloc = alloc - over
-        remaining = torch.where(live, over.sum(1), torch.zeros_like(remaining))
-        open_ = open_ & (alloc < cap[:, None])
-    return alloc
+    split = _split(total, weights, cap)
+    split.step()
+    return split.finish()
 
 
 #: token dynamics below this are rounding noise of an unchanged vector (fp32 dot vs. norms) and count as 0
 ROUNDING_TOLERANCE = 1e-6
+
+
+def _f32(t: torch.Tensor) -> torch.Tensor:
+    return t if t.dtype == torch.float32 else t.float()
 
 
 def _inverse_norm(t: torch.Tensor) -> torch.Tensor:
@@ -139,20 +179,8 @@ def _cosine_distance(cur: torch.Tensor, cur_inv: torch.Tensor, prev: torch.Tenso
     """``1 − cos`` along the last axis in fp32, ``[B, L]``, from the vectors and their inverse norms;
     values up to :data:`ROUNDING_TOLERANCE` (an unchanged vector up to rounding) are 0, so an
     unchanged layer has dynamics exactly 0."""
-    dot = torch.linalg.vecdot(cur.float(), prev.float())
+    dot = torch.linalg.vecdot(_f32(cur), _f32(prev))
     return F.threshold(1.0 - dot.mul_(cur_inv).mul_(prev_inv), ROUNDING_TOLERANCE, 0.0)
-
-
-def scale_free_input(context) -> torch.Tensor:
-    """What DCU compares between steps for ``score=input``: a tensor whose row-wise cosine equals
-    that of the normalised layer input. For RMSNorm (LLaDA, Dream), ``n(x) = w ⊙ x / rms(x)`` and the
-    per-row factor ``1 / rms(x)`` cancels in a cosine, so ``w ⊙ x`` is used: one multiply instead of
-    the norm's five passes, and the executor then normalises only the rows it recomputes. Any other
-    norm falls back to ``context.normed()``."""
-    norm = context.parts.attn_norm
-    if isinstance(norm, RMSNorm):
-        return context.hidden * norm.weight
-    return context.normed()
 
 
 @attrs.define
@@ -171,30 +199,43 @@ class DynamicCacheUpdating(CachePolicy):
         self.dynamics: Optional[torch.Tensor] = None    # s [B, n_layers] of the current step (after its last layer)
         self.prev_dynamics: Optional[torch.Tensor] = None
         self.budgets: Optional[torch.Tensor] = None     # B_l [B, n_layers] of the current step
+        self.sizes: list = []                            # max_b B_l[b] per layer (host ints)
+        self.uniform = None                              # (budgets, sizes) of the uniform split, computed once
         self.full = True
+        valid = run.valid
+        self.pad = None if bool(valid.all()) else ~valid
+        self.valid_len = valid.sum(1)
+        self.n_pad = (~valid).sum(1).float()
 
-    @hookimpl
-    def cache_step_start(self, state) -> Optional[bool]:
+    def _budgets(self, weights: Optional[torch.Tensor], batch: int, n_layers: int) -> tuple:
+        """(B_l ``[B, n_layers]``, per-layer sizes) with one host sync (more only when a layer
+        overflows its row's length)."""
+        if weights is None and self.uniform is not None:
+            return self.uniform
+        w = weights if weights is not None else torch.ones(batch, n_layers, device=self.valid_len.device)
+        split = _split(self.total, w, self.valid_len)
+        split.step()
+        *sizes, overflow = torch.cat([split.alloc.amax(0), split.remaining.amax().view(1)]).tolist()
+        if overflow > 0:
+            split.finish()
+            sizes = split.alloc.amax(0).tolist()
+        out = (split.alloc, sizes)
+        if weights is None:
+            self.uniform = out
+        return out
+
+    def step_start(self, state) -> bool:
         self.full = state.step == 0 or (self.score == "input" and self.prev[0] is None)
-        if state.step == 0:
-            valid = state.valid
-            self.pad = None if bool(valid.all()) else ~valid
-            self.valid_len = valid.sum(1)
-            self.n_pad = (~valid).sum(1).float()
         self.budgets = None
         if not self.full:
-            if self.allocation == "uniform" or self.prev_dynamics is None:
-                weights = torch.ones(state.batch_size, state.n_layers, device=state.x.device)
-            else:
-                weights = self.prev_dynamics
-            self.budgets = allocate_budgets(self.total, weights, self.valid_len)
-            self.k_max = self.budgets.max(0).values.tolist()
-        return True if self.full else None
+            proportional = self.allocation == "proportional" and self.prev_dynamics is not None
+            self.budgets, self.sizes = self._budgets(self.prev_dynamics if proportional else None,
+                                                     state.batch_size, state.n_layers)
+        return self.full
 
-    @hookimpl
-    def cache_rows(self, state, layer: int, context) -> Optional[torch.Tensor]:
+    def layer_rows(self, state, layer: int, context) -> Optional[RowSet]:
         if self.score == "input":
-            cur = scale_free_input(context)
+            cur = context.cosine_input()
             inv = _inverse_norm(cur)
             prev, self.prev[layer] = self.prev[layer], (cur, inv)
         elif self.full:
@@ -202,7 +243,7 @@ class DynamicCacheUpdating(CachePolicy):
         else:
             cur = context.values()
             inv = _inverse_norm(cur)
-            ref = context.cached_values()  # still the previous step's V: the executor writes V after this hook
+            ref = context.cached_values()  # still the previous step's V: the executor writes V after this call
             prev = (ref, _inverse_norm(ref))
         if prev is None:
             return None
@@ -214,27 +255,11 @@ class DynamicCacheUpdating(CachePolicy):
             torch.sum(d, 1, out=self.sums[layer])
         if layer == state.n_layers - 1:
             self.dynamics = self.prev_dynamics = (self.sums / self.valid_len).T.contiguous()
-        if self.full:
-            return None
-        k = self.k_max[layer]
-        if k == 0:
+        if self.full or self.sizes[layer] == 0:
             return None
         # the top B_l[b] rows of each batch row; equal scores (e.g. unchanged rows, d = 0) are taken
         # left to right, so the choice does not depend on how many padding rows precede a sequence
-        return select_top_k(d, self.budgets[:, layer])
-
-
-def window_rows(key: torch.Tensor, valid: torch.Tensor, size: int, shift: int) -> torch.Tensor:
-    """Bool ``[B, L]``: the ``size`` rows centred on ``key − shift`` per batch row (one more row to
-    the right for even sizes), shifted to stay inside the row's valid span ``[first valid, L)``."""
-    B, L = valid.shape
-    first = valid.long().argmax(1)
-    span = L - first
-    n = torch.clamp(span, max=size)
-    start = key - shift - (size - 1) // 2
-    start = torch.maximum(torch.minimum(start, L - n), first)
-    pos = torch.arange(L, device=valid.device)
-    return (pos >= start[:, None]) & (pos < (start + n)[:, None])
+        return RowSet.top(d, self.budgets[:, layer], self.sizes[layer])
 
 
 @attrs.define
@@ -246,47 +271,42 @@ class UpdateWindow(CachePolicy):
     def start(self, run: RunInfo) -> None:
         self.width = self.size if self.size is not None else run.config.gen_length // 8
         self.key = torch.full((run.batch_size,), run.prompt_length - 1, dtype=torch.long, device=run.device)
-        self.rows: Optional[torch.Tensor] = None
+        self.rows: Optional[RowSet] = None
+        L = run.length
+        self.first = run.valid.long().argmax(1)                      # first real token of each row
+        n = torch.clamp(L - self.first, max=self.width)              # the window's rows in each batch row
+        counts = n.tolist()                                          # once per generation
+        self.n, self.R = n, max(counts)
+        self.offsets = torch.arange(self.R, device=run.device)
+        self.writable = None if min(counts) == self.R else self.offsets < n[:, None]
+        self.everything = self.R == L and self.writable is None     # every row of every batch row
 
-    @hookimpl
-    def cache_step_start(self, state) -> None:
+    def step_start(self, state) -> bool:
         committed = state.last_committed
         L = committed.shape[1]
         rightmost = L - 1 - committed.flip(1).long().argmax(1)
         self.key = torch.where(committed.any(1), rightmost, self.key)
-        self.rows = window_rows(self.key, state.valid, self.width, state.logit_shift) if self.width > 0 else None
-        return None
+        if self.width == 0:
+            self.rows = None
+        elif self.everything:
+            self.rows = RowSet.span(0, L)
+        else:
+            self.rows = window_rows(self.key, self.first, self.n, self.offsets, self.writable, L, self.width,
+                                    state.logit_shift)
+        return False
 
-    @hookimpl
-    def cache_rows(self, state, layer: int, context) -> Optional[torch.Tensor]:
+    def layer_rows(self, state, layer: int, context) -> Optional[RowSet]:
         return self.rows
 
 
-@attrs.define
-class DynamicDllmCache(CachePolicy):
-    """Dynamic-dLLM cache preset = dcu + window (union of DCU's top-B_l rows and the update window)."""
-
-    budget: Optional[int] = attrs.field(default=None, validator=_optional_non_negative_int)
-    window: Optional[int] = attrs.field(default=None, validator=_optional_non_negative_int)
-    score: str = attrs.field(default="input", validator=_choice(SCORES))
-    allocation: str = attrs.field(default="proportional", validator=_choice(ALLOCATIONS))
-
-    def __attrs_post_init__(self):
-        self.dcu = DynamicCacheUpdating(budget=self.budget, score=self.score, allocation=self.allocation)
-        self.win = UpdateWindow(size=self.window)
-
-    def start(self, run: RunInfo) -> None:
-        self.dcu.generation_start(run)
-        self.win.generation_start(run)
-
-    @hookimpl
-    def cache_step_start(self, state) -> Optional[bool]:
-        full = self.dcu.cache_step_start(state)
-        self.win.cache_step_start(state)
-        return full
-
-    @hookimpl
-    def cache_rows(self, state, layer: int, context) -> Optional[torch.Tensor]:
-        a = self.dcu.cache_rows(state, layer, context)
-        b = self.win.cache_rows(state, layer, context)
-        return b if a is None else (a if b is None else a | b)
+def window_rows(key: torch.Tensor, first: torch.Tensor, n: torch.Tensor, offsets: torch.Tensor,
+                writable: Optional[torch.Tensor], length: int, size: int, shift: int) -> RowSet:
+    """The ``n[b] = min(size, length − first[b])`` rows centred on ``key − shift`` per batch row
+    (one more row to the right for even sizes), shifted to stay inside ``[first[b], length)``;
+    as an index of ``len(offsets)`` entries, those past ``n[b]`` not writable."""
+    start = key - shift - (size - 1) // 2
+    start = torch.maximum(torch.minimum(start, length - n), first)
+    index = start[:, None] + offsets
+    if writable is not None:
+        index = index.clamp(max=length - 1)
+    return RowSet.indexed(index, writable)

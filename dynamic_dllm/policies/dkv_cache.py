@@ -35,8 +35,8 @@ from typing import Optional
 import attrs
 import torch
 
-from ..core.hookspecs import hookimpl
 from ..core.policy import CachePolicy
+from ..core.rows import RowSet
 
 #: refresh intervals used when ``refresh_interval`` is None, keyed by the model's logit shift
 DEFAULT_INTERVAL = {0: 8, 1: 4}
@@ -66,7 +66,7 @@ class DkvCache(CachePolicy):
 
     refresh_interval: Optional[int] = attrs.field(default=None, validator=_optional_positive_int)
     interval: int = attrs.field(default=0, init=False)
-    rows: Optional[torch.Tensor] = attrs.field(default=None, init=False, repr=False)
+    rows: Optional[RowSet] = attrs.field(default=None, init=False, repr=False)
 
     def start(self, run) -> None:
         self.interval = self.refresh_interval or DEFAULT_INTERVAL.get(run.logit_shift, 8)
@@ -75,14 +75,13 @@ class DkvCache(CachePolicy):
     def is_refresh(self, step_in_block: int) -> bool:
         return step_in_block <= 1 or step_in_block % self.interval == 0
 
-    @hookimpl
-    def cache_step_start(self, state) -> bool:
+    def step_start(self, state) -> bool:
         if self.is_refresh(state.step_in_block):
             self.rows = None
             return True
-        self.rows = shift_rows(state.masked | state.last_committed, state.logit_shift)
+        # the set's size is a count: taken here, once per step (one host sync), not per layer
+        self.rows = RowSet.from_mask(shift_rows(state.masked | state.last_committed, state.logit_shift))
         return False
 
-    @hookimpl
-    def cache_rows(self, state, layer, context) -> Optional[torch.Tensor]:
+    def layer_rows(self, state, layer, context) -> Optional[RowSet]:
         return self.rows

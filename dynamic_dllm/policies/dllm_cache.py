@@ -26,14 +26,15 @@ the released demo / FLOPs-script settings (the Dynamic-dLLM paper's LLaDA baseli
 
 from __future__ import annotations
 
+from typing import Optional
+
 import attrs
 import torch
 import torch.nn.functional as F
 
-from ..core.hookspecs import hookimpl
 from ..core.policy import CachePolicy, RunInfo
+from ..core.rows import RowSet, union
 from .dcu import ROUNDING_TOLERANCE
-from .scores import select_top_k
 
 
 def _positive_int(instance, attribute, value):
@@ -58,31 +59,32 @@ class DllmCache(CachePolicy):
         self.response_start = max(run.prompt_length - run.logit_shift, 0)
         self.n_replace = int(run.config.gen_length * self.ratio)
         B, L = run.batch_size, run.length
-        self.response_rows = torch.zeros(B, L, dtype=torch.bool, device=run.device)
-        self.response_rows[:, self.response_start:] = True
-        self.prompt_rows = ~self.response_rows
-        self.all_rows = torch.ones(B, L, dtype=torch.bool, device=run.device)
+        self.shape = (B, L)
+        self.response_rows = RowSet.span(self.response_start, L)
+        self.prompt_rows = RowSet.span(0, self.response_start)
+        self.all_rows = RowSet.span(0, L)
+        self.k = min(self.n_replace, L - self.response_start)
+        self.k_all = torch.full((B,), self.k, device=run.device)
 
-    @hookimpl
-    def cache_step_start(self, state):
+    def step_start(self, state) -> bool:
         self.refresh_prompt = state.step % self.prompt_interval == 0
         self.refresh_response = state.step % self.response_interval == 0
-        return True if (self.refresh_prompt and self.refresh_response) else None
+        return self.refresh_prompt and self.refresh_response
 
-    @hookimpl
-    def cache_rows(self, state, layer: int, context):
+    def layer_rows(self, state, layer: int, context) -> Optional[RowSet]:
         if layer == 0 or (self.refresh_prompt and self.refresh_response):
             return self.all_rows
         if self.refresh_response:
             return self.response_rows
-        rows = self.prompt_rows.clone() if self.refresh_prompt else torch.zeros_like(self.all_rows)
-        if self.n_replace > 0:
-            r0 = self.response_start
-            fresh = context.values(rows=self.response_rows)[:, r0:]
-            cached = context.cached_values()[:, r0:]  # the previous step's V (written back after this hook)
-            # 1 − cos, with rounding noise of an unchanged row counted as 0; equal changes are taken
-            # left to right, so the choice does not depend on the padding before a sequence
-            change = F.threshold(1.0 - F.cosine_similarity(fresh.float(), cached.float(), dim=-1), ROUNDING_TOLERANCE, 0.0)
-            k = min(self.n_replace, change.shape[1])
-            rows[:, r0:] |= select_top_k(change, torch.full((change.shape[0],), k, device=change.device))
-        return rows
+        prompt = self.prompt_rows if self.refresh_prompt else None
+        if self.n_replace == 0:
+            return prompt
+        r0 = self.response_start
+        fresh = context.values(rows=self.response_rows)[:, r0:]
+        cached = context.cached_values()[:, r0:]  # the previous step's V (written back after this call)
+        # 1 − cos, with rounding noise of an unchanged row counted as 0; equal changes are taken
+        # left to right, so the choice does not depend on the padding before a sequence
+        change = F.threshold(1.0 - F.cosine_similarity(fresh.float(), cached.float(), dim=-1), ROUNDING_TOLERANCE, 0.0)
+        top = RowSet.top(change, self.k_all, self.k)
+        replaced = RowSet.indexed(top.index + r0)  # exactly k rows in every batch row: all writable
+        return union([prompt, replaced], *self.shape, change.device)

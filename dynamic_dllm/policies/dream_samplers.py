@@ -20,7 +20,6 @@ from typing import Optional
 import attrs
 import torch
 
-from ..core.hookspecs import hookimpl
 from ..core.policy import UnmaskPolicy
 from ..core.types import Commit, StepState
 from .scores import masked_scores, negative_entropy, select_top_k, top2_margin
@@ -73,17 +72,17 @@ class DreamSampler(UnmaskPolicy):
     def confidence(self, tokens, conf, probs) -> torch.Tensor:
         return conf
 
+    def start(self, run) -> None:
+        n = run.config.steps_per_block
+        ts = torch.linspace(1, self.eps, n + 1, dtype=torch.float64)
+        #: ``1 - s/t`` per step of a block (host floats, computed once: no sync per step)
+        self.fractions = [*(1 - ts[1:n] / ts[:n - 1]).tolist(), 1.0] if n > 1 else [1.0]
+
     def fraction(self, state: StepState) -> float:
         """``1 - s/t`` for this step (1 at the block's last step)."""
-        n = state.steps_per_block
-        i = state.step_in_block
-        if i >= n - 1:
-            return 1.0
-        ts = torch.linspace(1, self.eps, n + 1, dtype=torch.float64)
-        return float(1 - ts[i + 1] / ts[i])
+        return self.fractions[min(state.step_in_block, len(self.fractions) - 1)]
 
-    @hookimpl
-    def unmask_commit(self, state: StepState, logits: torch.Tensor) -> Commit:
+    def commit(self, state: StepState, logits: torch.Tensor) -> Commit:
         masked = state.block_masked
         tokens, conf, probs = self.sample(state, logits)
         frac = self.fraction(state)
@@ -123,8 +122,7 @@ class DreamEntropy(DreamSampler):
 class DreamOrigin(DreamSampler):
     """Dream ``origin``: each masked position is committed with probability 1 - s/t."""
 
-    @hookimpl
-    def unmask_commit(self, state: StepState, logits: torch.Tensor) -> Commit:
+    def commit(self, state: StepState, logits: torch.Tensor) -> Commit:
         masked = state.block_masked
         tokens, _, _ = self.sample(state, logits)
         frac = self.fraction(state)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import attrs
 import torch
 
-from ..core.hookspecs import hookimpl
 from ..core.policy import UnmaskPolicy
 from ..core.types import Commit, StepState
 from .scores import choose_tokens, even_schedule, masked_scores, probability_of, select_top_k
@@ -26,8 +25,7 @@ class LowConfidence(UnmaskPolicy):
     def confidence(self, state: StepState, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         return probability_of(logits, tokens)
 
-    @hookimpl
-    def unmask_commit(self, state: StepState, logits: torch.Tensor) -> Commit:
+    def commit(self, state: StepState, logits: torch.Tensor) -> Commit:
         masked = state.block_masked
         if state.step_in_block == 0:
             self.schedule = even_schedule(masked.sum(1), state.steps_per_block)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import attrs
 
-from ..core.hookspecs import hookimpl
 from ..core.policy import CachePolicy
 
 
@@ -13,7 +12,7 @@ class NoCache(CachePolicy):
     """No caching: a full forward at every step."""
 
     supports_cfg = True
+    reuses_cache = False  # the executor keeps no cache: every step is a plain forward
 
-    @hookimpl
-    def cache_step_start(self, state) -> bool:
+    def step_start(self, state) -> bool:
         return True

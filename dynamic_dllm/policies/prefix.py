@@ -26,20 +26,16 @@ from __future__ import annotations
 from typing import Optional
 
 import attrs
-import torch
 
-from ..core.hookspecs import hookimpl
 from ..core.policy import CachePolicy
+from ..core.rows import RowSet
 
 
-def block_rows(state, to_end: bool = False) -> torch.Tensor:
-    """Bool ``[B, L]``: hidden rows ``[block_start − logit_shift, block_end)`` — the rows whose
-    logits decode the current block united with the block's own rows (whose tokens change); with
+def block_rows(state, to_end: bool = False) -> RowSet:
+    """The span of hidden rows ``[block_start − logit_shift, block_end)`` — the rows whose logits
+    decode the current block united with the block's own rows (whose tokens change); with
     ``to_end`` up to the end of the canvas instead of ``block_end``."""
-    rows = torch.zeros(state.batch_size, state.length, dtype=torch.bool, device=state.x.device)
-    start = max(state.block_start - state.logit_shift, 0)
-    rows[:, start: state.length if to_end else state.block_end] = True
-    return rows
+    return RowSet.span(max(state.block_start - state.logit_shift, 0), state.length if to_end else state.block_end)
 
 
 @attrs.define
@@ -48,15 +44,13 @@ class PrefixCache(CachePolicy):
 
     The prefix's (prompt + finished blocks) K/V are reused from the block-start refresh."""
 
-    rows: Optional[torch.Tensor] = attrs.field(default=None, init=False, repr=False)
+    rows: Optional[RowSet] = attrs.field(default=None, init=False, repr=False)
     to_end = True
 
-    @hookimpl
-    def cache_step_start(self, state) -> bool:
+    def step_start(self, state) -> bool:
         refresh = state.step_in_block == 0
         self.rows = None if refresh else block_rows(state, to_end=self.to_end)
         return refresh
 
-    @hookimpl
-    def cache_rows(self, state, layer, context) -> Optional[torch.Tensor]:
+    def layer_rows(self, state, layer, context) -> Optional[RowSet]:
         return self.rows

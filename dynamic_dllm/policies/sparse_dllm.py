@@ -13,7 +13,8 @@ Rule, per block, with ``i`` the step within the block (the reference's ``cache_s
   ``floor(S · keep_ratio)`` most important of the ``S`` candidates are kept (ties: the earlier
   position). The selection is delayed by one step as in the reference: it uses step-1 states;
 * ``i ≥ 2``: only the block rows are recomputed (as ``dual``), and each layer's attention sees only
-  the block's keys and that layer's kept keys (hook ``cache_keys``). Evictions last for the rest of
+  the block's keys and that layer's kept keys (``layer_keys``; a layer whose keep set drops no valid
+  key runs plain attention — learnt with one host sync per block, at step 2). Evictions last for the rest of
   the block; the next block starts over with full steps, so a key can come back.
 
 Candidates are the valid (non-padding) positions outside the block rows — prompt and finished
@@ -38,8 +39,8 @@ import attrs
 import torch
 import torch.nn.functional as F
 
-from ..core.hookspecs import hookimpl
 from ..core.policy import CachePolicy
+from ..core.rows import RowSet
 from .prefix import block_rows
 
 
@@ -83,29 +84,32 @@ class SparseDllm(CachePolicy):
 
     keep_ratio: float = attrs.field(default=0.5, validator=_ratio)
     kernel_size: int = attrs.field(default=3, validator=_odd_positive)
-    rows: Optional[torch.Tensor] = attrs.field(default=None, init=False, repr=False)
+    rows: Optional[RowSet] = attrs.field(default=None, init=False, repr=False)
     keep: list = attrs.field(factory=list, init=False, repr=False)
+    restricts_keys = True
 
     def start(self, run) -> None:
         self.rows, self.keep = None, [None] * run.n_layers
+        self.valid = run.valid
 
-    @hookimpl
-    def cache_step_start(self, state) -> bool:
+    def step_start(self, state) -> bool:
         self.rows = block_rows(state)
         if state.step_in_block == 0:
             self.keep = [None] * state.n_layers
+        elif state.step_in_block == 2:  # once per block: which layers' keep sets drop a valid key
+            drops = torch.stack([(self.valid & ~k).any() for k in self.keep]).tolist()
+            self.keep = [k if d else None for k, d in zip(self.keep, drops)]
         return state.step_in_block <= 1
 
-    @hookimpl
-    def cache_rows(self, state, layer, context) -> Optional[torch.Tensor]:
+    def layer_rows(self, state, layer, context) -> Optional[RowSet]:
         return self.rows if state.step_in_block >= 2 else None
 
-    @hookimpl
-    def cache_keys(self, state, layer, context) -> Optional[torch.Tensor]:
+    def layer_keys(self, state, layer, context) -> Optional[torch.Tensor]:
         if state.step_in_block == 1:  # evict from this (full) step's states; applies from step 2
-            start = max(state.block_start - state.logit_shift, 0)
+            start, end = self.rows.start, self.rows.start + self.rows.size
+            candidates = state.valid.clone()
+            candidates[:, start:end] = False
             importance = context.key_importance(self.rows)
-            self.keep[layer] = select_keys(importance, state.valid & ~self.rows, start, state.block_end,
-                                           self.keep_ratio, self.kernel_size)
+            self.keep[layer] = select_keys(importance, candidates, start, state.block_end, self.keep_ratio, self.kernel_size)
             return None
         return self.keep[layer] if state.step_in_block >= 2 else None

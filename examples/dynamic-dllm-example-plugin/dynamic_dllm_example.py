@@ -4,6 +4,9 @@ It commits the *leftmost* masked positions of the current block, as many per ste
 even schedule allows — an autoregressive-like order, handy as a baseline for how much a
 confidence-ordered policy gains. Installed with pip, it is found through the ``dynamic_dllm``
 entry-point group; no import by the user is needed.
+
+The policy is a plain class: the engine calls ``start(run)`` once per generation and
+``commit(state, logits)`` every step. Only the registration function below is a pluggy hook.
 """
 
 import attrs
@@ -15,11 +18,9 @@ from dynamic_dllm.policies.scores import choose_tokens, even_schedule, masked_sc
 
 @attrs.define
 class LeftToRight(dynamic_dllm.UnmaskPolicy):
-    """Commit the leftmost masked block positions, LLaDA's scheduled count per step (tokens as LLaDA
-    chooses them: Gumbel-max at the config's temperature, never the mask token)."""
+    """Commit the leftmost masked block positions, LLaDA's scheduled count per step (tokens as LLaDA chooses them)."""
 
-    @dynamic_dllm.hookimpl
-    def unmask_commit(self, state, logits):
+    def commit(self, state, logits):
         masked = state.block_masked
         if state.step_in_block == 0:
             self.schedule = even_schedule(masked.sum(1), state.steps_per_block)

@@ -29,9 +29,14 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
+        xf = x if x.dtype == torch.float32 else x.float()  # no cast op when already fp32
         xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * xf.to(x.dtype)
+        return self.weight * (xf if xf.dtype == x.dtype else xf.to(x.dtype))
+
+    def scale_free(self, x: torch.Tensor) -> torch.Tensor:
+        """``w ⊙ x``: its row-wise cosine equals that of ``forward(x)`` (the per-row ``1/rms``
+        cancels), at one multiply instead of the norm's passes (DCU's token dynamics)."""
+        return x * self.weight
 
 
 class LayerParts(NamedTuple):
@@ -72,16 +77,36 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, full_preci
     return (x * cos + rotated * sin).to(dtype)
 
 
+class Rotary:
+    """RoPE for a fixed canvas: ``cos`` and a sign-folded ``sin`` ``[B, L, 1, D]`` precomputed once
+    in the dtype the rotation runs in, so a rotation is ``x·cos + roll(x, D/2)·sin±`` (four ops).
+    With ``sin± = [−sin_lo, sin_hi]``, ``roll(x)·sin± = [−x_hi·sin, x_lo·sin] = rotate_half(x)·sin``
+    exactly, so :meth:`rotate` equals :func:`apply_rope` bit for bit."""
+
+    def __init__(self, positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype, full_precision: bool):
+        cos, sin = rope_cos_sin(positions, head_dim, theta)
+        self.dtype = (torch.float32 if dtype.itemsize < 4 else dtype) if full_precision else dtype
+        self.half = head_dim // 2
+        self.cos = cos.unsqueeze(2).to(self.dtype)
+        self.sin = torch.cat([-sin[..., :self.half], sin[..., self.half:]], -1).unsqueeze(2).to(self.dtype)
+
+    def rotate(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """``x`` ``[B, R, H, D]`` by the angles ``cos``/``sin`` ``[B, R, 1, D]`` (slices or gathers of the tables)."""
+        xr = x if x.dtype == self.dtype else x.to(self.dtype)
+        out = xr * cos + xr.roll(self.half, -1) * sin
+        return out if out.dtype == x.dtype else out.to(x.dtype)
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_valid: Optional[torch.Tensor]) -> torch.Tensor:
     """Bidirectional attention of queries ``[B, R, H, D]`` over keys/values ``[B, L, Hkv, D]``
-    (GQA: each KV head serves ``H // Hkv`` query heads); ``key_valid`` ``[B, L]`` hides padding.
-    Returns ``[B, R, H*D]``."""
+    (GQA: each KV head serves ``H // Hkv`` query heads); ``key_valid`` ``[B, L]`` (or already
+    ``[B, 1, 1, L]``) hides padding. Returns ``[B, R, H*D]``."""
     n_rep = q.shape[2] // k.shape[2]
     q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
     if n_rep > 1:
         k = k.repeat_interleave(n_rep, dim=1)
         v = v.repeat_interleave(n_rep, dim=1)
-    mask = None if key_valid is None else key_valid[:, None, None, :]
+    mask = key_valid if key_valid is None or key_valid.dim() == 4 else key_valid[:, None, None, :]
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=False)
     return out.transpose(1, 2).flatten(2)
 

@@ -1,0 +1,114 @@
+"""What a GPU would pay for per denoising step: ops, host syncs, time and the policies' share.
+
+    python benchmarks/engine_profile.py [--model tiny] [--prompt-len N] [--threads 1]
+                                        [--caches none,dual,...] [--unmasks low-confidence,...]
+
+Per cache × unmask pair (block 32, steps = gen length, fp32, temperature 0, batch 1):
+
+* **ops/step** — top-level aten ops (profiler events named ``aten::*`` whose parent is not an aten
+  op; on a GPU at batch 1 roughly one kernel launch each);
+* **syncs/step** — device→host synchronisations: profiler count of ``aten::_local_scalar_dense``
+  (``.item()``, ``bool(t)``, ``int(t)``) plus calls of ``Tensor.tolist()``;
+
+both taken as ``(count at gen 2G − count at gen G) / (NFE difference)``, so per-generation
+constants (encoding, allocation, stats) cancel; each counted after a warm-up generation.
+
+* **ms/step** — wall time / NFE of an unprofiled generation at gen 2G (median of ``--repeats``);
+* **policy** — the share of that wall time spent inside policy calls (``GenerationStats.policy_time``).
+
+``--model`` takes a registered name or folder (``bench-llada-8x512`` for the issues' 8 × 512 random
+LLaDA); ``--prompt-len N`` uses N random token ids as the prompt instead of the default text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from contextlib import contextmanager
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+import dynamic_dllm as dd
+
+DEFAULT_CACHES = "none,prefix,dual,dcu+window,dllm-cache,sparse-dllm,dkv-cache"
+DEFAULT_UNMASKS = "low-confidence,threshold,apd"
+TINY_PROMPT = "swap case: JuLOTmu FqiAoF kWE MImwn fu xjWR UsUt qITfWV"
+
+
+@contextmanager
+def count_tolist():
+    """Counts calls of ``Tensor.tolist`` (a host sync the profiler does not show on CPU)."""
+    calls = [0]
+    original = torch.Tensor.tolist
+
+    def counted(self, *a, **k):
+        calls[0] += 1
+        return original(self, *a, **k)
+
+    torch.Tensor.tolist = counted
+    try:
+        yield calls
+    finally:
+        torch.Tensor.tolist = original
+
+
+def counts(run) -> tuple[int, int, int]:
+    """(top-level aten ops, host syncs, NFE) of one call of ``run()``."""
+    with count_tolist() as tolist, profile(activities=[ProfilerActivity.CPU]) as prof:
+        nfe = run().stats.nfe
+    ops = syncs = 0
+    for e in prof.events():
+        if e.name == "aten::_local_scalar_dense":
+            syncs += 1
+        parent = e.cpu_parent
+        if e.name.startswith("aten::") and (parent is None or not parent.name.startswith("aten::")):
+            ops += 1
+    return ops, syncs + tolist[0], nfe
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="tiny", help="registered name or checkpoint folder (default: tiny)")
+    ap.add_argument("--prompt-len", type=int, default=None, help="use N random token ids as the prompt")
+    ap.add_argument("--gen-length", type=int, default=32, help="G: the counts difference gen 2G and gen G (default 32)")
+    ap.add_argument("--block-length", type=int, default=32)
+    ap.add_argument("--caches", default=DEFAULT_CACHES)
+    ap.add_argument("--unmasks", default=DEFAULT_UNMASKS)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    lm = dd.load_model(args.model)
+    if args.prompt_len:
+        prompt = torch.randint(0, min(lm.model.vocab_size, 256), (1, args.prompt_len), generator=torch.Generator().manual_seed(0))
+        chat = False
+    else:
+        prompt, chat = TINY_PROMPT, True
+    G, Lb = args.gen_length, args.block_length
+
+    def runner(cache, unmask, gen):
+        return lambda: dd.generate(lm, prompt, cache=cache, unmask=unmask, gen_length=gen, block_length=Lb, steps=gen, chat=chat)
+
+    print(f"{args.model}, prompt {'text' if not args.prompt_len else f'{args.prompt_len} random ids'}, gen {G}→{2 * G},"
+          f" block {Lb}, steps = gen, {args.threads} thread(s), torch {torch.__version__}")
+    print(f"{'cache':<14}{'unmask':<16}{'ops/step':>10}{'syncs/step':>12}{'ms/step':>10}{'policy':>9}")
+    for cache in args.caches.split(","):
+        for unmask in args.unmasks.split(","):
+            short, long_ = runner(cache, unmask, G), runner(cache, unmask, 2 * G)
+            short()  # warm-up
+            (o1, s1, n1), (o2, s2, n2) = counts(short), counts(long_)
+            dn = max(n2 - n1, 1)
+            times, shares = [], []
+            for _ in range(args.repeats):
+                st = long_().stats
+                times.append(1000 * st.wall_time / st.nfe)
+                shares.append(st.policy_time / st.wall_time if st.wall_time else 0.0)
+            print(f"{cache:<14}{unmask:<16}{(o2 - o1) / dn:>10.1f}{(s2 - s1) / dn:>12.2f}"
+                  f"{statistics.median(times):>10.2f}{statistics.median(shares):>9.1%}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
