@@ -151,3 +151,59 @@ def _with_func(parser, func):
     for action in parser._subparsers._group_actions:
         action.choices["policies"].set_defaults(func=func)
     return parser
+
+
+# --- strict registration, presets, the v1 hook names ---------------------------------------------
+
+
+class Usurper:
+    @dd.hookimpl
+    def register_cache_policies(self, register):
+        register("none", EveryOtherRow)
+
+
+class Typo:
+    @dd.hookimpl
+    def register_cache_policy(self, register):  # singular: not a hook
+        register("typo", EveryOtherRow)
+
+
+@pytest.mark.parametrize("plugin, message", [
+    (Usurper(), "cache 'none' is registered twice: by plugin 'dynamic_dllm.policies.builtin' and by plugin 'intruder'"),
+    (Typo(), "plugin 'intruder' implements 'register_cache_policy', which is not a dynamic-dllm hook"),
+])
+def test_registration_is_strict(plugin, message):
+    pm = dd.plugin_manager()
+    pm.register(plugin, name="intruder")
+    try:
+        with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            dd.get_registry().make_cache_policies("none")
+    finally:
+        pm.unregister(name="intruder")
+    assert type(dd.get_registry().make_cache_policies("none")[0]).__name__ == "NoCache"
+
+
+def test_preset_is_an_alias_with_mapped_parameters():
+    from dynamic_dllm.policies.dcu import DynamicCacheUpdating, UpdateWindow
+
+    dcu, win = dd.get_registry().make_cache_policies("dynamic-dllm-cache:budget=3,window=5,score=value")
+    assert isinstance(dcu, DynamicCacheUpdating) and (dcu.budget, dcu.score) == (3, "value")
+    assert isinstance(win, UpdateWindow) and win.size == 5
+    with pytest.raises(ValueError, match="cache policy 'dynamic-dllm-cache' has no parameter 'size'; its parameters: budget"):
+        dd.get_registry().make_cache_policies("dynamic-dllm-cache:size=5")
+    with pytest.raises(ValueError, match="cache preset 'dynamic-dllm-cache' .*budget must be an integer >= 0"):
+        dd.get_registry().make_cache_policies("dynamic-dllm-cache:budget=-1")
+
+
+def test_a_policy_written_for_the_v1_hooks_is_a_clear_error(llada):
+    class OldStyle(dd.CachePolicy):
+        def cache_rows(self, state, layer, context):
+            return None
+
+    class NotAPolicy:
+        pass
+
+    with pytest.raises(ValueError, match=r"cache policy OldStyle implements the pluggy step hooks of engine v1 \(cache_rows → layer_rows\)"):
+        dd.generate(llada, torch.tensor([[72, 105]]), cache=[OldStyle()], gen_length=8, block_length=8, steps=8)
+    with pytest.raises(ValueError, match="NotAPolicy is not an unmask policy: it lacks start, commit"):
+        dd.generate(llada, torch.tensor([[72, 105]]), unmask=NotAPolicy(), gen_length=8, block_length=8, steps=8)

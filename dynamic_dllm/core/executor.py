@@ -38,16 +38,6 @@ from .architecture import DecoderModel, LayerParts, Rotary, attention
 from .rows import RowSet
 
 
-def _expand(index: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """``index`` ``[B, R]`` broadcast over the trailing dims of ``t`` ``[B, L, ...]``."""
-    return index.view(*index.shape, *([1] * (t.dim() - 2))).expand(*index.shape, *t.shape[2:])
-
-
-def _gather(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """``t[b, index[b, r], ...]`` for ``t`` ``[B, L, ...]`` → ``[B, R, ...]``."""
-    return t.gather(1, _expand(index, t))
-
-
 class LayerContext:
     """What a cache policy may look at when choosing rows for one layer.
 
@@ -111,8 +101,8 @@ class LayerContext:
             self.fresh_values, n_rows = merged, B * rows.size
         else:
             merged = torch.cat([self.cached_values(), self.cached_values()[:, :1]], 1)  # row L: discarded writes
-            fresh = self.parts.v_proj(_gather(self.normed(), rows.index))
-            merged.scatter_(1, _expand(rows.targets(L), fresh), fresh)
+            fresh = self.parts.v_proj(self.normed().gather(1, rows.read_index(self.hidden)))
+            merged.scatter_(1, rows.write_index(fresh, L), fresh)
             self.fresh_values, n_rows = merged[:, :L], B * rows.size
         self.fresh_value_rows = rows
         ex.extra_flops += 2 * n_rows * ex.model.d_model * ex.model.kv_dim
@@ -136,9 +126,9 @@ class LayerContext:
         B, L, _ = self.hidden.shape
         H, Hkv, D = m.n_heads, m.n_kv_heads, m.head_dim
         index = query_rows.positions(B, self.hidden.device)
-        rope = ex.rope
-        q = rope.rotate(ex._heads(self.parts.q_proj(_gather(self.normed(), index)), H),
-                        _gather(rope.cos, index), _gather(rope.sin, index))
+        rope, rope_read = ex.rope, query_rows.read_index(ex.rope.cos)
+        q = rope.rotate(ex._heads(self.parts.q_proj(self.normed().gather(1, query_rows.read_index(self.hidden))), H),
+                        rope.cos.gather(1, rope_read), rope.sin.gather(1, rope_read))
         in_range = (torch.ones(index.shape, dtype=torch.bool, device=index.device) if query_rows.writable is None
                     else query_rows.writable)
         weight = in_range.to(q.dtype) / in_range.sum(1).clamp(min=1)[:, None].to(q.dtype)
@@ -296,21 +286,23 @@ class PartialLayerExecutor:
         """Rows ``index[b, :]`` per batch row: gathered, computed, scattered to their targets
         (unwritable entries to the discarded row L)."""
         m, p, x, rope, view = self.model, self.parts[i], ctx.hidden, self.rope, self.view
-        index, target = rows.index, rows.targets(self.shape[1])
-        xn = _gather(ctx._normed, index) if ctx._normed is not None else p.attn_norm(_gather(x, index))
-        cos, sin = _gather(rope.cos, index), _gather(rope.sin, index)
+        L = self.shape[1]
+        d_read = rows.read_index(x)
+        xn = ctx._normed.gather(1, d_read) if ctx._normed is not None else p.attn_norm(x.gather(1, d_read))
+        rope_read = rows.read_index(rope.cos)
+        cos, sin = rope.cos.gather(1, rope_read), rope.sin.gather(1, rope_read)
         q = rope.rotate(self._heads(p.q_proj(xn), m.n_heads), cos, sin)
         self._write_fresh_values(i, ctx)
         k = self._heads(p.k_proj(xn), m.n_kv_heads)
-        kv_target = _expand(target, k)
+        kv_target = rows.write_index(k, L)
         self.k[i].scatter_(1, kv_target, k)
         self.k_rot[i].scatter_(1, kv_target, rope.rotate(k, cos, sin))  # only rows U rotate
         self.v[i].scatter_(1, kv_target, self._heads(p.v_proj(xn), m.n_kv_heads))
         a = p.o_proj(attention(q, view["k_rot"][i], view["v"][i], ctx.key_mask))
-        d_target = _expand(target, a)
+        d_target = rows.write_index(a, L)
         self.attn[i].scatter_(1, d_target, a)
         h = x + view["attn"][i]
-        self.ffn[i].scatter_(1, d_target, self._ffn(p, _gather(h, index)))
+        self.ffn[i].scatter_(1, d_target, self._ffn(p, h.gather(1, d_read)))
         return h + view["ffn"][i]
 
     def recompute_fraction(self, n_steps: int) -> float:

@@ -116,6 +116,6 @@ def check_policy(policy, kind: str):
     needed = ("step_start", "layer_rows", "step_end") if kind == "cache" else ("commit",)
     missing = [m for m in ("start", *needed) if not callable(getattr(policy, m, None))]
     if missing:
-        raise ValueError(f"{name} is not a {kind} policy: it lacks {', '.join(missing)}"
+        raise ValueError(f"{name} is not {'a cache' if kind == 'cache' else 'an unmask'} policy: it lacks {', '.join(missing)}"
                          f" (derive from dynamic_dllm.{'CachePolicy' if kind == 'cache' else 'UnmaskPolicy'})")
     return policy

@@ -8,6 +8,10 @@ union is paid for with padding instead of a device→host sync. ``R`` (``size``)
 
 Invariant: the writable entries of a row point at distinct positions. Unwritable entries may point
 anywhere in ``[0, L)``; the executor writes them to a discarded row ``L``.
+
+A set memoizes what is derived from it (broadcast indexes, its claimed-rows mask), so a set a
+policy answers for every layer of a step (``dual``'s block, ``dkv-cache``'s rows, the window) pays
+for them once per step.
 """
 
 from __future__ import annotations
@@ -24,6 +28,12 @@ class RowSet:
     start: int = 0
     index: Optional[torch.Tensor] = None     # [B, size] long; None = the span [start, start + size)
     writable: Optional[torch.Tensor] = None  # [B, size] bool; None = every entry
+    _memo: dict = attrs.field(factory=dict, init=False, repr=False)
+
+    def _cached(self, key, make):
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
 
     @classmethod
     def span(cls, start: int, end: int) -> "RowSet":
@@ -65,23 +75,43 @@ class RowSet:
         """``[B, size]`` canvas positions (a span's arange broadcast)."""
         if self.index is not None:
             return self.index
-        return torch.arange(self.start, self.start + self.size, device=device).expand(batch, -1)
+        return self._cached("positions", lambda: torch.arange(self.start, self.start + self.size, device=device).expand(batch, -1))
 
     def targets(self, length: int) -> torch.Tensor:
         """``[B, size]`` write positions: the index, with unwritable entries sent to row ``length``."""
         if self.writable is None:
             return self.index
-        return torch.where(self.writable, self.index, length)
+        return self._cached(("targets", length), lambda: torch.where(self.writable, self.index, length))
+
+    def read_index(self, like: torch.Tensor) -> torch.Tensor:
+        """The index broadcast over the trailing dims of ``like`` ``[B, L, ...]`` (for ``gather``)."""
+        return self._cached(("read", like.shape[2:]), lambda: _broadcast(self.positions(like.shape[0], like.device), like))
+
+    def write_index(self, like: torch.Tensor, length: int) -> torch.Tensor:
+        """:meth:`targets` broadcast over the trailing dims of ``like`` (for ``scatter_``)."""
+        return self._cached(("write", like.shape[2:], length), lambda: _broadcast(self.targets(length), like))
+
+    def writable_or_all(self, device) -> torch.Tensor:
+        if self.writable is not None:
+            return self.writable
+        return self._cached("all", lambda: torch.ones(self.index.shape if self.index is not None else (1, self.size),
+                                                       dtype=torch.bool, device=device))
+
+    def claimed(self, batch: int, length: int, device) -> torch.Tensor:
+        """Bool ``[B, L + 1]``: the rows this set writes (column L: none)."""
+        def make():
+            out = torch.zeros(batch, length + 1, dtype=torch.bool, device=device)
+            if self.is_span:
+                out[:, self.start:self.start + self.size] = True
+            else:
+                out.scatter_(1, self.targets(length), True)
+                out[:, length] = False
+            return out
+        return self._cached(("claimed", length), make)
 
     def mask(self, batch: int, length: int, device) -> torch.Tensor:
         """Bool ``[B, L]`` of the writable rows."""
-        if self.is_span:
-            out = torch.zeros(batch, length, dtype=torch.bool, device=device)
-            out[:, self.start:self.start + self.size] = True
-            return out
-        out = torch.zeros(batch, length + 1, dtype=torch.bool, device=device)
-        out.scatter_(1, self.targets(length), True)
-        return out[:, :length]
+        return self.claimed(batch, length, device)[:, :length]
 
     def chosen(self, batch: int, length: int):
         """Distinct rows this set writes, summed over the batch (an int for spans and unpadded
@@ -91,10 +121,15 @@ class RowSet:
         return self.writable.sum()
 
 
+def _broadcast(index: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return index.view(*index.shape, *([1] * (like.dim() - 2))).expand(*index.shape, *like.shape[2:])
+
+
 def union(sets: Sequence[Optional[RowSet]], batch: int, length: int, device) -> Optional[RowSet]:
     """The union of several row sets (None entries ignored; None if none is left). Overlapping or
     adjacent spans merge into one span; otherwise the indexes are concatenated (size = Σ sizes) and
-    an entry already written by an earlier set is marked not writable."""
+    an entry already written by an earlier set is marked not writable. Sets without padding go
+    first (their claimed-rows mask is memoized, so a set shared by every layer builds it once)."""
     sets = [s for s in sets if s is not None and s.size > 0]
     if len(sets) <= 1:
         return sets[0] if sets else None
@@ -107,18 +142,17 @@ def union(sets: Sequence[Optional[RowSet]], batch: int, length: int, device) -> 
             end = max(end, s.start + s.size)
         else:
             return RowSet.span(start, end)
-    claimed = torch.zeros(batch, length + 1, dtype=torch.bool, device=device)
-    index, writable = [], []
-    for i, s in enumerate(sets):
+    sets = sorted(sets, key=lambda s: s.writable is not None)
+    first = sets[0]
+    claimed = first.claimed(batch, length, device)
+    index, writable = [first.positions(batch, device)], [first.writable_or_all(device).expand(batch, -1)]
+    for i, s in enumerate(sets[1:], 2):
         pos = s.positions(batch, device)
-        if i == 0:
-            w = s.writable if s.writable is not None else torch.ones(pos.shape, dtype=torch.bool, device=device)
-        else:
-            w = ~claimed.gather(1, pos)
-            if s.writable is not None:
-                w &= s.writable
-        if i < len(sets) - 1:
-            claimed.scatter_(1, torch.where(w, pos, length), True)
+        w = ~claimed.gather(1, pos)
+        if s.writable is not None:
+            w &= s.writable
+        if i < len(sets):
+            claimed = claimed.scatter(1, torch.where(w, pos, length), True)
         index.append(pos)
         writable.append(w)
     return RowSet.indexed(torch.cat(index, 1), torch.cat(writable, 1))

@@ -97,16 +97,25 @@ def _largest_remainder(quota: torch.Tensor, total: torch.Tensor) -> torch.Tensor
 
 class _Split:
     """State of :func:`allocate_budgets`' passes: each pass splits the remaining total over the
-    open layers by largest remainder, caps, and carries the overflow to the next pass."""
+    open layers by largest remainder, caps, and carries the overflow to the next pass. The first
+    pass (:meth:`first`) is the common case and needs no host sync; :meth:`finish` runs the rest."""
 
     def __init__(self, total: torch.Tensor, weights: torch.Tensor, cap: torch.Tensor):
-        B, n = weights.shape
         dead = weights.sum(1, keepdim=True) <= 0
         self.weights = torch.where(dead, torch.ones_like(weights), weights)
         self.cap = cap
-        self.alloc = torch.zeros(B, n, dtype=torch.long, device=weights.device)
-        self.open = self.weights > 0
-        self.remaining = total.clone()
+        self.total = total
+
+    def first(self) -> None:
+        """Pass 1, where every layer with weight > 0 is open and the whole total remains: the
+        general pass with its masks folded away (``where(open, w, 0) = w`` as ``w ≥ 0``; rows with
+        a zero total get quota 0)."""
+        w = self.weights
+        quota = self.total[:, None].double() * w / w.sum(1, keepdim=True).clamp_min(1e-300)
+        alloc = _largest_remainder(quota, self.total)
+        over = (alloc - self.cap[:, None]).clamp_min(0)
+        self.alloc = alloc - over
+        self.remaining = over.sum(1)
 
     def live(self) -> torch.Tensor:
         return (self.remaining > 0) & (torch.where(self.open, self.weights, 0.0).sum(1) > 0)
@@ -126,6 +135,7 @@ class _Split:
 
     def finish(self) -> torch.Tensor:
         """The remaining passes (at most ``n − 1``; each closes a layer or ends the overflow)."""
+        self.open = (self.weights > 0) & (self.alloc < self.cap[:, None])
         for _ in range(self.weights.shape[1] - 1):
             if not bool(self.live().any()):
                 break
@@ -158,7 +168,7 @@ def allocate_budgets(total, weights: torch.Tensor, cap) -> torch.Tensor:
     if bool((weights < 0).any()) or not bool(torch.isfinite(weights).all()):
         raise ValueError("layer weights must be finite and >= 0")
     split = _split(total, weights, cap)
-    split.step()
+    split.first()
     return split.finish()
 
 
@@ -195,7 +205,7 @@ class DynamicCacheUpdating(CachePolicy):
         self.layer_budget = self.budget if self.budget is not None else run.config.gen_length // 8
         self.total = self.layer_budget * run.n_layers
         self.prev: list = [None] * run.n_layers          # previous step's (vectors [B, L, ·], 1/norms [B, L])
-        self.sums = torch.zeros(run.n_layers, run.batch_size, device=run.device)  # Σ_i d_i per layer, this step
+        self.sums: list = [None] * run.n_layers           # Σ_i d_i [B] per layer, this step
         self.dynamics: Optional[torch.Tensor] = None    # s [B, n_layers] of the current step (after its last layer)
         self.prev_dynamics: Optional[torch.Tensor] = None
         self.budgets: Optional[torch.Tensor] = None     # B_l [B, n_layers] of the current step
@@ -214,7 +224,7 @@ class DynamicCacheUpdating(CachePolicy):
             return self.uniform
         w = weights if weights is not None else torch.ones(batch, n_layers, device=self.valid_len.device)
         split = _split(self.total, w, self.valid_len)
-        split.step()
+        split.first()
         *sizes, overflow = torch.cat([split.alloc.amax(0), split.remaining.amax().view(1)]).tolist()
         if overflow > 0:
             split.finish()
@@ -250,11 +260,11 @@ class DynamicCacheUpdating(CachePolicy):
         d = _cosine_distance(cur, inv, *prev)
         if self.pad is not None:
             d.masked_fill_(self.pad, -1.0)  # padding: never a candidate; its -1s are undone in the sum
-            torch.add(d.sum(1), self.n_pad, out=self.sums[layer])
+            self.sums[layer] = d.sum(1) + self.n_pad
         else:
-            torch.sum(d, 1, out=self.sums[layer])
+            self.sums[layer] = d.sum(1)
         if layer == state.n_layers - 1:
-            self.dynamics = self.prev_dynamics = (self.sums / self.valid_len).T.contiguous()
+            self.dynamics = self.prev_dynamics = torch.stack(self.sums, 1) / self.valid_len[:, None]
         if self.full or self.sizes[layer] == 0:
             return None
         # the top B_l[b] rows of each batch row; equal scores (e.g. unchanged rows, d = 0) are taken
