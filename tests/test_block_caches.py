@@ -321,7 +321,7 @@ def test_dropped_keys_do_not_reach_partial_rows(llada_live):
     for noise in (0.0, 5.0):
         ex = PartialLayerExecutor(m, valid, positions)
         ex.forward(x, None, full=True, head_start=0, head_end=1)
-        for t in (*ex.k, *ex.k_rot, *ex.v):
+        for t in (*ex.k_rot, *ex.v):
             t[:, 14:] += noise  # perturb cached K/V of dropped keys only
         out.append(ex.forward(x, lambda layer, ctx: rows, False, 8, 12, keys_fn=lambda layer, ctx: keep))
     torch.testing.assert_close(out[0], out[1], atol=1e-12, rtol=0)

@@ -51,7 +51,8 @@ def test_gather_path_with_all_rows_equals_plain_forward(any_model):
 
 def _naive_layer(model, layer, x, rows, k_cache, v_cache, attn_cache, ffn_cache, positions):
     """Per-row loop straight from the semantics: rows in ``rows`` recompute everything; the rest
-    reuse cached attention/FFN outputs on top of their current residual stream."""
+    reuse cached attention/FFN outputs on top of their current residual stream. ``k_cache`` holds
+    rotated keys RoPE(K) at each row's position."""
     p = model.layer(layer)
     B, L, _ = x.shape
     H, Hkv, D = model.n_heads, model.n_kv_heads, model.head_dim
@@ -67,11 +68,11 @@ def _naive_layer(model, layer, x, rows, k_cache, v_cache, attn_cache, ffn_cache,
         for i in range(L):
             if rows[b, i]:
                 xn = p.attn_norm(x[b, i])
-                k_cache[b, i] = p.k_proj(xn).view(Hkv, D)
+                k_cache[b, i] = rot(p.k_proj(xn).view(Hkv, D), b, i)
                 v_cache[b, i] = p.v_proj(xn).view(Hkv, D)
     new_attn = attn_cache.clone()
     for b in range(B):
-        keys = torch.stack([rot(k_cache[b, j], b, j) for j in range(L)])  # [L, Hkv, D]
+        keys = k_cache[b]  # [L, Hkv, D], rotated
         for i in range(L):
             if not rows[b, i]:
                 continue
@@ -122,25 +123,22 @@ def test_random_rows_match_naive_reference(any_model):
     seen = {}
 
     def rows_fn(layer, ctx):
-        snapshot = [t[layer][:, :L].clone() for t in (ex.k, ex.v, ex.attn, ex.ffn)]
+        snapshot = [t[layer][:, :L].clone() for t in (ex.k_rot, ex.v, ex.attn, ex.ffn)]
         seen[layer] = (ctx.hidden.clone(), snapshot)
         return sets[layer][0]
 
     ex.forward(x, rows_fn, full=False, head_start=0, head_end=1)
     for layer in range(model.n_layers):
-        hidden, (k, v, a, f) = seen[layer]
-        want_out, want_k, want_v, want_a, want_f = _naive_layer(model, layer, hidden, chosen[layer], k, v, a, f, positions)
-        for got, want in ((ex.k[layer], want_k), (ex.v[layer], want_v), (ex.attn[layer], want_a), (ex.ffn[layer], want_f)):
+        hidden, (k_rot, v, a, f) = seen[layer]
+        want_out, want_k, want_v, want_a, want_f = _naive_layer(model, layer, hidden, chosen[layer], k_rot, v, a, f, positions)
+        for got, want in ((ex.k_rot[layer], want_k), (ex.v[layer], want_v), (ex.attn[layer], want_a),
+                          (ex.ffn[layer], want_f)):
             torch.testing.assert_close(got[:, :L], want, atol=1e-9, rtol=1e-9)
         if layer + 1 < model.n_layers:
             torch.testing.assert_close(seen[layer + 1][0], want_out, atol=1e-9, rtol=1e-9)
-    # the rotated-key cache is RoPE of the K cache at every row, rewritten rows included
-    cos, sin = rope_cos_sin(positions, model.head_dim, model.rope_theta)
-    for layer in range(model.n_layers):
-        assert torch.equal(ex.k_rot[layer][:, :L], apply_rope(ex.k[layer][:, :L], cos, sin, model.rope_full_precision))
-    # rows never chosen keep their cached K/V untouched
+    # rows never chosen keep their cached keys untouched
     untouched = ~chosen[0]
-    assert torch.equal(ex.k[0][:, :L][untouched], seen[0][1][0][untouched])
+    assert torch.equal(ex.k_rot[0][:, :L][untouched], seen[0][1][0][untouched])
     # stats: computed rows include the padding, chosen rows are the distinct ones
     # (both summed over the two forwards: the first, full one counts B * L)
     assert ex.chosen_rows() == tuple(B * L + int(m.sum()) for m in chosen)
@@ -164,3 +162,19 @@ def test_no_cache_kept_without_a_reusing_policy(llada):
     got = ex.forward(x, lambda layer, ctx: RowSet.span(0, 3), full=False, head_start=0, head_end=x.shape[1])
     torch.testing.assert_close(got, model(x), atol=1e-5, rtol=0)
     assert not ex.ready  # every forward is full and nothing is stored
+
+
+def test_rotary_table_equals_apply_rope_bit_for_bit():
+    """The executor's precomputed RoPE (roll + sign-folded sin) against the reference rotation."""
+    from dynamic_dllm.core.architecture import Rotary
+
+    g = torch.Generator().manual_seed(0)
+    positions = torch.randint(0, 4000, (2, 9), generator=g)
+    cos, sin = rope_cos_sin(positions, 16, 10000.0)
+    for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
+        for full_precision in (True, False):
+            x = torch.randn(2, 9, 3, 16, generator=g).to(dtype)
+            table = Rotary(positions, 16, 10000.0, dtype, full_precision)
+            got = table.rotate(x, table.cos, table.sin)
+            assert got.dtype == dtype
+            assert torch.equal(got, apply_rope(x, cos, sin, full_precision)), (dtype, full_precision)

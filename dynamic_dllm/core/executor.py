@@ -1,13 +1,12 @@
 """The partial-layer executor: one forward pass that recomputes only chosen rows per layer.
 
-Per layer ``l`` it keeps, for every position: K and V (before RoPE, so positions stay explicit),
-the attention-block output A (after the output projection) and the FFN output F; beside K it keeps
-RoPE(K) at the row's position (positions are fixed within a generation), updated for exactly the
-rows whose K is rewritten, so a step rotates only the keys it recomputes. For the row set
+Per layer ``l`` it keeps, for every position: RoPE(K) at the row's position (positions are fixed
+within a generation, so the rotated key is all attention needs; a step rotates only the keys it
+recomputes), V, the attention-block output A (after the output projection) and the FFN output F. For the row set
 ``U_l`` chosen for the step it computes, with ``x`` the current residual stream::
 
-    xn_U = n1(x_U);  Q_U, K_U, V_U = proj(xn_U);  K[U], V[U] <- K_U, V_U
-    A[U] <- O(Attn(RoPE(Q_U, pos_U), RoPE(K, pos), V))       # queries U against all keys
+    xn_U = n1(x_U);  Q_U, K_U, V_U = proj(xn_U);  Kr[U], V[U] <- RoPE(K_U, pos_U), V_U
+    A[U] <- O(Attn(RoPE(Q_U, pos_U), Kr, V))                   # queries U against all keys
     h = x + A                                                 # every row: fresh or cached A
     F[U] <- FFN(n2(h_U))
     x <- h + F
@@ -143,8 +142,8 @@ class LayerContext:
         return self.executor.cached(self.executor.v, self.layer)
 
     def cached_keys(self) -> Optional[torch.Tensor]:
-        """This layer's (pre-RoPE) K cache ``[B, L, kv_dim]`` as left by the previous step."""
-        return self.executor.cached(self.executor.k, self.layer)
+        """This layer's rotated K cache ``RoPE(K)`` ``[B, L, kv_dim]`` as left by the previous step."""
+        return self.executor.cached(self.executor.k_rot, self.layer)
 
 
 RowsFn = Callable[[int, LayerContext], Optional[RowSet]]
@@ -170,7 +169,7 @@ class PartialLayerExecutor:
         self.rope = Rotary(positions, model.head_dim, model.rope_theta, dtype, model.rope_full_precision)
         self.shape = tuple(valid.shape)
         self.keep_cache = keep_cache
-        self.k = self.v = self.attn = self.ffn = None
+        self.k_rot = self.v = self.attn = self.ffn = None
         self.rows_per_layer = [0] * model.n_layers
         self.chosen_per_layer: list = [0] * model.n_layers
         self.step_rows: list[list[int]] = []
@@ -179,16 +178,16 @@ class PartialLayerExecutor:
 
     @property
     def ready(self) -> bool:
-        return self.k is not None
+        return self.k_rot is not None
 
     def _allocate(self, dtype: torch.dtype, device) -> None:
-        """Per layer: K, RoPE(K), V ``[B, L+1, Hkv, D]``, A and F ``[B, L+1, d]`` (row L discards
+        """Per layer: RoPE(K), V ``[B, L+1, Hkv, D]``, A and F ``[B, L+1, d]`` (row L discards
         padding writes), and the ``[B, L]`` views the layers read."""
         m, (B, L) = self.model, self.shape
         new = lambda *shape: list(torch.zeros(m.n_layers, B, L + 1, *shape, dtype=dtype, device=device).unbind(0))  # noqa: E731
-        self.k, self.k_rot, self.v = (new(m.n_kv_heads, m.head_dim) for _ in range(3))
+        self.k_rot, self.v = new(m.n_kv_heads, m.head_dim), new(m.n_kv_heads, m.head_dim)
         self.attn, self.ffn = new(m.d_model), new(m.d_model)
-        self.view = {name: [t[:, :L] for t in getattr(self, name)] for name in ("k", "k_rot", "v", "attn", "ffn")}
+        self.view = {name: [t[:, :L] for t in getattr(self, name)] for name in ("k_rot", "v", "attn", "ffn")}
 
     def cached(self, store: Optional[list], layer: int) -> Optional[torch.Tensor]:
         """``store``'s ``[B, L, ·]`` cache of ``layer`` flattened over heads (None before the first step)."""
@@ -261,7 +260,7 @@ class PartialLayerExecutor:
         f = self._ffn(p, h)
         if store:
             view = self.view
-            for name, value in (("k", k), ("v", v), ("k_rot", k_rot), ("attn", a), ("ffn", f)):
+            for name, value in (("v", v), ("k_rot", k_rot), ("attn", a), ("ffn", f)):
                 view[name][i].copy_(value)
         return h + f
 
@@ -274,7 +273,6 @@ class PartialLayerExecutor:
         q = rope.rotate(self._heads(p.q_proj(xn), m.n_heads), cos, sin)
         self._write_fresh_values(i, ctx)
         k = self._heads(p.k_proj(xn), m.n_kv_heads)
-        self.k[i][:, s:e] = k
         self.k_rot[i][:, s:e] = rope.rotate(k, cos, sin)  # only rows U rotate
         self.v[i][:, s:e] = self._heads(p.v_proj(xn), m.n_kv_heads)
         self.attn[i][:, s:e] = p.o_proj(attention(q, view["k_rot"][i], view["v"][i], ctx.key_mask))
@@ -295,7 +293,6 @@ class PartialLayerExecutor:
         self._write_fresh_values(i, ctx)
         k = self._heads(p.k_proj(xn), m.n_kv_heads)
         kv_target = rows.write_index(k, L)
-        self.k[i].scatter_(1, kv_target, k)
         self.k_rot[i].scatter_(1, kv_target, rope.rotate(k, cos, sin))  # only rows U rotate
         self.v[i].scatter_(1, kv_target, self._heads(p.v_proj(xn), m.n_kv_heads))
         a = p.o_proj(attention(q, view["k_rot"][i], view["v"][i], ctx.key_mask))
