@@ -106,7 +106,7 @@ def test_dcu_unchanged_layer_gets_no_budget_and_rows_are_top_dynamics():
     def step(t, new_inputs):
         state = _state(t, B, L, n_layers)
         full = dcu.step_start(state)
-        rows = [dcu.layer_rows(state, i, SimpleNamespace(cosine_input=lambda x=x: x)) for i, x in enumerate(new_inputs)]
+        rows = [dcu.layer_rows(state, i, SimpleNamespace(cosine_input=lambda out=None, x=x: x.clone())) for i, x in enumerate(new_inputs)]
         return full, [None if r is None else r.mask(B, L, "cpu") for r in rows]
 
     full, rows = step(0, inputs)

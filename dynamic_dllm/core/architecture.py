@@ -33,10 +33,10 @@ class RMSNorm(nn.Module):
         xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * (xf if xf.dtype == x.dtype else xf.to(x.dtype))
 
-    def scale_free(self, x: torch.Tensor) -> torch.Tensor:
-        """``w ⊙ x``: its row-wise cosine equals that of ``forward(x)`` (the per-row ``1/rms``
-        cancels), at one multiply instead of the norm's passes (DCU's token dynamics)."""
-        return x * self.weight
+    def scale_free(self, x: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``w ⊙ x`` (into ``out`` if given): its row-wise cosine equals that of ``forward(x)`` (the
+        per-row ``1/rms`` cancels), at one multiply instead of the norm's passes (DCU's token dynamics)."""
+        return x * self.weight if out is None else torch.mul(x, self.weight, out=out)
 
 
 class LayerParts(NamedTuple):

@@ -20,6 +20,12 @@ an index is gathered and scattered. Every cache has one extra row ``L`` where th
 (padding) entries of an index are written and never read — so nothing in the layer loop needs a
 device→host sync. With no cache policy that reuses the cache, no cache is kept at all (plain forward).
 
+The residual stream is written into buffers allocated once per generation (two for the layer
+inputs, alternating, one for ``h``), not into a fresh tensor per add: on a CPU a fresh multi-MB
+tensor is fresh memory, and its page faults cost as much as the add. So ``LayerContext.hidden`` is
+valid during the layer's policy calls only; a policy keeping a layer input across layers or steps
+must copy it (DCU keeps its own buffers).
+
 Key subsets (optional): a bool ``[B, L]`` keep-mask per layer (``keys_fn``); the layer's attention
 (every query it computes, dense or partial) then sees only kept keys, intersected with the padding
 mask. Cached K/V of dropped keys stay in the cache. Sparse-dLLM evicts K/V this way, scoring keys
@@ -68,12 +74,15 @@ class LayerContext:
             self._normed = self.parts.attn_norm(self.hidden)
         return self._normed
 
-    def cosine_input(self) -> torch.Tensor:
+    def cosine_input(self, out: Optional[torch.Tensor] = None) -> torch.Tensor:
         """A tensor whose row-wise cosine between steps equals that of :meth:`normed`, as cheap as
-        the norm allows: the norm's ``scale_free(x)`` when it has one (RMSNorm: ``w ⊙ x``), else
-        :meth:`normed`."""
+        the norm allows: the norm's ``scale_free(x)`` when it has one (RMSNorm: ``w ⊙ x``, written
+        into ``out`` if given), else a copy of :meth:`normed` (into ``out`` if given). The result is
+        the caller's to keep."""
         scale_free = getattr(self.parts.attn_norm, "scale_free", None)
-        return scale_free(self.hidden) if scale_free is not None else self.normed()
+        if scale_free is not None:
+            return scale_free(self.hidden, out=out)
+        return self.normed().clone() if out is None else out.copy_(self.normed())
 
     def values(self, rows: Optional[RowSet] = None) -> torch.Tensor:
         """Fresh V ``[B, L, kv_dim]``. Calling it makes the executor overwrite this layer's V cache
@@ -168,8 +177,14 @@ class PartialLayerExecutor:
         dtype = next(model.parameters()).dtype
         self.rope = Rotary(positions, model.head_dim, model.rope_theta, dtype, model.rope_full_precision)
         self.shape = tuple(valid.shape)
+        B, L = self.shape
+        #: ``b·L`` and ``b·(L+1)`` ``[B, 1]``: where batch row b starts in the row-flattened canvas and caches
+        self.read_offsets = torch.arange(B, device=valid.device)[:, None] * L
+        self.write_offsets = self.read_offsets + torch.arange(B, device=valid.device)[:, None]
+        self.rope_flat = (self.rope.cos.view(B * L, 1, -1), self.rope.sin.view(B * L, 1, -1))
         self.keep_cache = keep_cache
         self.k_rot = self.v = self.attn = self.ffn = None
+        self.stream: Optional[list] = None
         self.rows_per_layer = [0] * model.n_layers
         self.chosen_per_layer: list = [0] * model.n_layers
         self.step_rows: list[list[int]] = []
@@ -187,7 +202,9 @@ class PartialLayerExecutor:
         new = lambda *shape: list(torch.zeros(m.n_layers, B, L + 1, *shape, dtype=dtype, device=device).unbind(0))  # noqa: E731
         self.k_rot, self.v = new(m.n_kv_heads, m.head_dim), new(m.n_kv_heads, m.head_dim)
         self.attn, self.ffn = new(m.d_model), new(m.d_model)
-        self.view = {name: [t[:, :L] for t in getattr(self, name)] for name in ("k_rot", "v", "attn", "ffn")}
+        names = ("k_rot", "v", "attn", "ffn")
+        self.view = {name: [t[:, :L] for t in getattr(self, name)] for name in names}
+        self.flat = {name: [t.view(B * (L + 1), *t.shape[2:]) for t in getattr(self, name)] for name in names}
 
     def cached(self, store: Optional[list], layer: int) -> Optional[torch.Tensor]:
         """``store``'s ``[B, L, ·]`` cache of ``layer`` flattened over heads (None before the first step)."""
@@ -204,6 +221,8 @@ class PartialLayerExecutor:
         of hidden rows [head_start, head_end)."""
         x = self.model.embed(tokens)
         B, L = self.shape
+        if self.stream is None or self.stream[0].dtype != x.dtype:
+            self.stream = [torch.empty_like(x) for _ in range(3)]  # layer inputs (alternating), h
         store = self.keep_cache
         full = full or not store or not self.ready
         if store and not self.ready:
@@ -221,14 +240,16 @@ class PartialLayerExecutor:
             if ctx.fresh_keys is not None and not dense:  # asked for by a policy, not reused
                 self.extra_flops += 2 * B * L * self.model.d_model * self.model.kv_dim
             if dense:
-                x = self._dense_layer(i, ctx, store)
+                x = self._dense_layer(i, ctx, store, self.stream[i % 2])
                 n, chosen = B * L, B * L
             elif rows is None or rows.size == 0:
                 self._write_fresh_values(i, ctx)
-                x = x + self.view["attn"][i] + self.view["ffn"][i]
+                h = torch.add(x, self.view["attn"][i], out=self.stream[2])
+                x = torch.add(h, self.view["ffn"][i], out=self.stream[i % 2])
                 n = chosen = 0
             else:
-                x = self._span_layer(i, ctx, rows) if rows.is_span else self._index_layer(i, ctx, rows)
+                layer = self._span_layer if rows.is_span else self._index_layer
+                x = layer(i, ctx, rows, self.stream[i % 2])
                 n, chosen = B * rows.size, rows.chosen(B, L)
             computed.append(n)
             self.rows_per_layer[i] += n
@@ -247,7 +268,7 @@ class PartialLayerExecutor:
         if ctx.fresh_values is not None:
             self.view["v"][i].copy_(ctx.fresh_values.view_as(self.view["v"][i]))
 
-    def _dense_layer(self, i: int, ctx: LayerContext, store: bool) -> torch.Tensor:
+    def _dense_layer(self, i: int, ctx: LayerContext, store: bool, out: torch.Tensor) -> torch.Tensor:
         m, p, x, rope = self.model, self.parts[i], ctx.hidden, self.rope
         xn = ctx.normed()
         q = rope.rotate(self._heads(p.q_proj(xn), m.n_heads), rope.cos, rope.sin)
@@ -256,15 +277,15 @@ class PartialLayerExecutor:
         v = self._heads(ctx.fresh_values if fresh_all else p.v_proj(xn), m.n_kv_heads)
         k_rot = rope.rotate(k, rope.cos, rope.sin)
         a = p.o_proj(attention(q, k_rot, v, ctx.key_mask))
-        h = x + a
+        h = torch.add(x, a, out=self.stream[2])
         f = self._ffn(p, h)
         if store:
             view = self.view
             for name, value in (("v", v), ("k_rot", k_rot), ("attn", a), ("ffn", f)):
                 view[name][i].copy_(value)
-        return h + f
+        return torch.add(h, f, out=out)
 
-    def _span_layer(self, i: int, ctx: LayerContext, rows: RowSet) -> torch.Tensor:
+    def _span_layer(self, i: int, ctx: LayerContext, rows: RowSet, out: torch.Tensor) -> torch.Tensor:
         """Rows ``[s, e)`` of every batch row: slices, no gather or scatter."""
         m, p, x, rope, view = self.model, self.parts[i], ctx.hidden, self.rope, self.view
         s, e = rows.start, rows.start + rows.size
@@ -276,31 +297,32 @@ class PartialLayerExecutor:
         self.k_rot[i][:, s:e] = rope.rotate(k, cos, sin)  # only rows U rotate
         self.v[i][:, s:e] = self._heads(p.v_proj(xn), m.n_kv_heads)
         self.attn[i][:, s:e] = p.o_proj(attention(q, view["k_rot"][i], view["v"][i], ctx.key_mask))
-        h = x + view["attn"][i]
+        h = torch.add(x, view["attn"][i], out=self.stream[2])
         self.ffn[i][:, s:e] = self._ffn(p, h[:, s:e])
-        return h + view["ffn"][i]
+        return torch.add(h, view["ffn"][i], out=out)
 
-    def _index_layer(self, i: int, ctx: LayerContext, rows: RowSet) -> torch.Tensor:
-        """Rows ``index[b, :]`` per batch row: gathered, computed, scattered to their targets
-        (unwritable entries to the discarded row L)."""
-        m, p, x, rope, view = self.model, self.parts[i], ctx.hidden, self.rope, self.view
-        L = self.shape[1]
-        d_read = rows.read_index(x)
-        xn = ctx._normed.gather(1, d_read) if ctx._normed is not None else p.attn_norm(x.gather(1, d_read))
-        rope_read = rows.read_index(rope.cos)
-        cos, sin = rope.cos.gather(1, rope_read), rope.sin.gather(1, rope_read)
-        q = rope.rotate(self._heads(p.q_proj(xn), m.n_heads), cos, sin)
+    def _index_layer(self, i: int, ctx: LayerContext, rows: RowSet, out: torch.Tensor) -> torch.Tensor:
+        """Rows ``index[b, :]`` per batch row, computed as ``[B·R, ·]``: read with ``index_select``
+        from the row-flattened canvas, written with ``index_copy_`` into the row-flattened caches
+        (whole rows, one copy each; unwritable entries to their batch row's discarded row L)."""
+        m, p, x, rope, view, flat = self.model, self.parts[i], ctx.hidden, self.rope, self.view, self.flat
+        (B, L), R, D = self.shape, rows.size, m.head_dim
+        read, write = rows.flat_read(self.read_offsets), rows.flat_write(self.write_offsets, L)
+        src = ctx._normed if ctx._normed is not None else x
+        xn = src.reshape(B * L, -1).index_select(0, read)
+        if ctx._normed is None:
+            xn = p.attn_norm(xn)
+        cos, sin = (t.index_select(0, read) for t in self.rope_flat)
+        q = rope.rotate(p.q_proj(xn).view(B * R, m.n_heads, D), cos, sin).view(B, R, m.n_heads, D)
         self._write_fresh_values(i, ctx)
-        k = self._heads(p.k_proj(xn), m.n_kv_heads)
-        kv_target = rows.write_index(k, L)
-        self.k_rot[i].scatter_(1, kv_target, rope.rotate(k, cos, sin))  # only rows U rotate
-        self.v[i].scatter_(1, kv_target, self._heads(p.v_proj(xn), m.n_kv_heads))
+        k = p.k_proj(xn).view(B * R, m.n_kv_heads, D)
+        flat["k_rot"][i].index_copy_(0, write, rope.rotate(k, cos, sin))  # only rows U rotate
+        flat["v"][i].index_copy_(0, write, p.v_proj(xn).view(B * R, m.n_kv_heads, D))
         a = p.o_proj(attention(q, view["k_rot"][i], view["v"][i], ctx.key_mask))
-        d_target = rows.write_index(a, L)
-        self.attn[i].scatter_(1, d_target, a)
-        h = x + view["attn"][i]
-        self.ffn[i].scatter_(1, d_target, self._ffn(p, h.gather(1, d_read)))
-        return h + view["ffn"][i]
+        flat["attn"][i].index_copy_(0, write, a.view(B * R, -1))
+        h = torch.add(x, view["attn"][i], out=self.stream[2])
+        flat["ffn"][i].index_copy_(0, write, self._ffn(p, h.view(B * L, -1).index_select(0, read)))
+        return torch.add(h, view["ffn"][i], out=out)
 
     def recompute_fraction(self, n_steps: int) -> float:
         """FLOPs spent in the layers (rows computed, padding included) / FLOPs of ``n_steps`` full forwards."""

@@ -91,6 +91,17 @@ class RowSet:
         """:meth:`targets` broadcast over the trailing dims of ``like`` (for ``scatter_``)."""
         return self._cached(("write", like.shape[2:], length), lambda: _broadcast(self.targets(length), like))
 
+    def flat_read(self, offsets: torch.Tensor) -> torch.Tensor:
+        """``[B·size]`` row numbers of an index set's positions in a row-flattened ``[B·L, ·]``
+        tensor, ``offsets`` = ``b·L`` ``[B, 1]`` (for ``index_select``)."""
+        return self._cached(("flat-read", offsets.data_ptr()), lambda: (self.index + offsets).view(-1))
+
+    def flat_write(self, offsets: torch.Tensor, length: int) -> torch.Tensor:
+        """``[B·size]`` row numbers of the targets in a row-flattened ``[B·(L+1), ·]`` tensor,
+        ``offsets`` = ``b·(L+1)`` (for ``index_copy_``; unwritable entries land on the batch row's
+        discarded row L)."""
+        return self._cached(("flat-write", offsets.data_ptr()), lambda: (self.targets(length) + offsets).view(-1))
+
     def writable_or_all(self, device) -> torch.Tensor:
         if self.writable is not None:
             return self.writable

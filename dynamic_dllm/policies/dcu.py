@@ -189,7 +189,7 @@ def _cosine_distance(cur: torch.Tensor, cur_inv: torch.Tensor, prev: torch.Tenso
     """``1 − cos`` along the last axis in fp32, ``[B, L]``, from the vectors and their inverse norms;
     values up to :data:`ROUNDING_TOLERANCE` (an unchanged vector up to rounding) are 0, so an
     unchanged layer has dynamics exactly 0."""
-    dot = torch.linalg.vecdot(_f32(cur), _f32(prev))
+    dot = torch.einsum("bld,bld->bl", _f32(cur), _f32(prev))
     return F.threshold(1.0 - dot.mul_(cur_inv).mul_(prev_inv), ROUNDING_TOLERANCE, 0.0)
 
 
@@ -205,6 +205,7 @@ class DynamicCacheUpdating(CachePolicy):
         self.layer_budget = self.budget if self.budget is not None else run.config.gen_length // 8
         self.total = self.layer_budget * run.n_layers
         self.prev: list = [None] * run.n_layers          # previous step's (vectors [B, L, ·], 1/norms [B, L])
+        self.spare: list = [None] * run.n_layers         # per layer, the buffer the next step's vectors go to
         self.sums: list = [None] * run.n_layers           # Σ_i d_i [B] per layer, this step
         self.dynamics: Optional[torch.Tensor] = None    # s [B, n_layers] of the current step (after its last layer)
         self.prev_dynamics: Optional[torch.Tensor] = None
@@ -245,9 +246,12 @@ class DynamicCacheUpdating(CachePolicy):
 
     def layer_rows(self, state, layer: int, context) -> Optional[RowSet]:
         if self.score == "input":
-            cur = context.cosine_input()
+            # two buffers per layer, alternating: this step's vectors and the previous step's
+            # (reusing memory: a fresh multi-MB tensor per layer and step costs page faults)
+            cur = context.cosine_input(out=self.spare[layer])
             inv = _inverse_norm(cur)
             prev, self.prev[layer] = self.prev[layer], (cur, inv)
+            self.spare[layer] = None if prev is None else prev[0]
         elif self.full:
             return None  # value mode: the V cache is filled by this full step
         else:
