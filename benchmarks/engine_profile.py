@@ -5,13 +5,11 @@
 
 Per cache × unmask pair (block 32, steps = gen length, fp32, temperature 0, batch 1):
 
-* **ops/step** — top-level aten ops (profiler events named ``aten::*`` whose parent is not an aten
-  op; on a GPU at batch 1 roughly one kernel launch each);
-* **syncs/step** — device→host synchronisations: profiler count of ``aten::_local_scalar_dense``
-  (``.item()``, ``bool(t)``, ``int(t)``) plus calls of ``Tensor.tolist()``;
+* **ops/step** — top-level aten ops (on a GPU at batch 1 roughly one kernel launch each);
+* **syncs/step** — device→host synchronisations;
 
-both taken as ``(count at gen 2G − count at gen G) / (NFE difference)``, so per-generation
-constants (encoding, allocation, stats) cancel; each counted after a warm-up generation.
+both counted as :mod:`dynamic_dllm.evaluation.profiling` defines them, per step as
+``(count at gen 2G − count at gen G) / (NFE difference)`` after a warm-up generation.
 
 * **ms/step** — wall time / NFE of an unprofiled generation at gen 2G (median of ``--repeats``);
 * **policy** — the share of that wall time spent inside policy calls (``GenerationStats.policy_time``).
@@ -25,47 +23,15 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-from contextlib import contextmanager
 
 import torch
-from torch.profiler import ProfilerActivity, profile
 
 import dynamic_dllm as dd
+from dynamic_dllm.evaluation.profiling import per_step
 
 DEFAULT_CACHES = "none,prefix,dual,dcu+window,dllm-cache,sparse-dllm,dkv-cache"
 DEFAULT_UNMASKS = "low-confidence,threshold,apd"
 TINY_PROMPT = "swap case: JuLOTmu FqiAoF kWE MImwn fu xjWR UsUt qITfWV"
-
-
-@contextmanager
-def count_tolist():
-    """Counts calls of ``Tensor.tolist`` (a host sync the profiler does not show on CPU)."""
-    calls = [0]
-    original = torch.Tensor.tolist
-
-    def counted(self, *a, **k):
-        calls[0] += 1
-        return original(self, *a, **k)
-
-    torch.Tensor.tolist = counted
-    try:
-        yield calls
-    finally:
-        torch.Tensor.tolist = original
-
-
-def counts(run) -> tuple[int, int, int]:
-    """(top-level aten ops, host syncs, NFE) of one call of ``run()``."""
-    with count_tolist() as tolist, profile(activities=[ProfilerActivity.CPU]) as prof:
-        nfe = run().stats.nfe
-    ops = syncs = 0
-    for e in prof.events():
-        if e.name == "aten::_local_scalar_dense":
-            syncs += 1
-        parent = e.cpu_parent
-        if e.name.startswith("aten::") and (parent is None or not parent.name.startswith("aten::")):
-            ops += 1
-    return ops, syncs + tolist[0], nfe
 
 
 def main(argv=None) -> int:
@@ -96,16 +62,13 @@ def main(argv=None) -> int:
     print(f"{'cache':<14}{'unmask':<16}{'ops/step':>10}{'syncs/step':>12}{'ms/step':>10}{'policy':>9}")
     for cache in args.caches.split(","):
         for unmask in args.unmasks.split(","):
-            short, long_ = runner(cache, unmask, G), runner(cache, unmask, 2 * G)
-            short()  # warm-up
-            (o1, s1, n1), (o2, s2, n2) = counts(short), counts(long_)
-            dn = max(n2 - n1, 1)
+            ops, syncs = per_step(lambda gen: runner(cache, unmask, gen), G)
             times, shares = [], []
             for _ in range(args.repeats):
-                st = long_().stats
+                st = runner(cache, unmask, 2 * G)().stats
                 times.append(1000 * st.wall_time / st.nfe)
                 shares.append(st.policy_time / st.wall_time if st.wall_time else 0.0)
-            print(f"{cache:<14}{unmask:<16}{(o2 - o1) / dn:>10.1f}{(s2 - s1) / dn:>12.2f}"
+            print(f"{cache:<14}{unmask:<16}{ops:>10.1f}{syncs:>12.2f}"
                   f"{statistics.median(times):>10.2f}{statistics.median(shares):>9.1%}", flush=True)
     return 0
 
