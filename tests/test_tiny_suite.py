@@ -161,7 +161,7 @@ def test_lr_schedule_warms_up_then_decays_to_floor():
 
 def test_evaluate_scores_exact_match_up_to_first_eos(llada, monkeypatch):
     """Scoring: text before the first EOS must equal the answer; a missing EOS or a wrong byte fails."""
-    import dynamic_dllm.core.engine as engine
+    import dynamic_dllm.api as api
 
     items = ts.heldout_items(6)
     eos = llada.model.eos_id
@@ -181,7 +181,7 @@ def test_evaluate_scores_exact_match_up_to_first_eos(llada, monkeypatch):
         stats = type("S", (), {"nfe": 4, "tokens_per_step": (B,) * 4})()
         return torch.cat([input_ids, gen], 1), stats
 
-    monkeypatch.setattr(engine, "denoise", fake_denoise)
+    monkeypatch.setattr(api, "denoise", fake_denoise)  # evaluate generates through dd.generate
     result = evaluate(llada, items, gen_length=64, block_length=32, batch_size=6)
     assert result["accuracy"] == pytest.approx(4 / 6)
     assert result["per_task"] == {"caesar": 1.0, "fill": 0.5, "swapcase": 0.5}

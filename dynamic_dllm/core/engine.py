@@ -40,6 +40,16 @@ class _Clock:
         return out
 
 
+def unconditional(x: torch.Tensor, prompt_length: int, mask_id: int) -> torch.Tensor:
+    """Classifier-free guidance's unconditional canvas: ``x`` with the prompt masked out (LLaDA)."""
+    return x.slice_scatter(torch.full_like(x[:, :prompt_length], mask_id), 1, 0, prompt_length)
+
+
+def guided(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
+    """LLaDA's guidance mix ``u + (s + 1)(c − u)`` of conditional and unconditional logits."""
+    return uncond + (scale + 1) * (cond - uncond)
+
+
 def check_inputs(model: DecoderModel, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor],
                  config: GenerationConfig, cache_policies: Sequence) -> None:
     """Every input error, raised as ValueError before any compute."""
@@ -126,13 +136,10 @@ def denoise(model: DecoderModel, input_ids: torch.Tensor, config: GenerationConf
                     keys = a if keys is None else (keys if a is None else keys & a)
                 return keys
 
-            if cfg:
-                uncond = x.clone()
-                uncond[:, :P] = mask_id
-                both = executor.forward(torch.cat([x, uncond]), rows_fn, full, bs - shift, be - shift,
+            if cfg:  # both branches in one batch
+                both = executor.forward(torch.cat([x, unconditional(x, P, mask_id)]), rows_fn, full, bs - shift, be - shift,
                                         keys_fn if key_policies else None)
-                cond, un = both[:B], both[B:]
-                logits = un + (config.cfg_scale + 1) * (cond - un)
+                logits = guided(both[:B], both[B:], config.cfg_scale)
             else:
                 logits = executor.forward(x, rows_fn, full, bs - shift, be - shift, keys_fn if key_policies else None)
             commit: Commit = clock(unmask_policy.commit, state, logits)

@@ -144,17 +144,10 @@ def task_config(task: Task, gen_length=None, block_length=None, steps=None, stop
 
 def decode_batch(lm, examples: Sequence[Example], row: Row, config):
     """Generate for ``examples`` as one left-padded batch. Returns ``(tokens [B, G] list, texts, stats)``."""
-    from ..api import encode_prompts
-    from ..core.engine import denoise
-    from ..core.registry import get_registry
+    from ..api import generate
 
-    registry = get_registry()
-    ids, mask = encode_prompts(lm.tokenizer, [e.prompt for e in examples], chat=True)
-    cache = registry.make_cache_policies(row.cache)
-    canvas, stats = denoise(lm.model, ids, config, cache, registry.make_unmask_policy(row.unmask), attention_mask=mask)
-    tokens = canvas[:, ids.shape[1]:].tolist()
-    texts = lm.tokenizer.batch_decode(tokens, skip_special_tokens=True)
-    return tokens, texts, stats
+    out = generate(lm, [e.prompt for e in examples], cache=row.cache, unmask=row.unmask, config=config, chat=True)
+    return out.tokens.tolist(), out.texts, out.stats
 
 
 def check_lengths(lm, task: Task, examples: Sequence[Example], config) -> None:

@@ -83,11 +83,10 @@ def mc_loglikelihood(model, prompt: torch.Tensor, target: torch.Tensor, mc_num: 
 def _logits(model, x: torch.Tensor, prompt_length: int, cfg_scale: float) -> torch.Tensor:
     """Logits aligned to the positions they predict (Dream's one-position shift undone)."""
     if cfg_scale > 0:
-        uncond = x.clone()
-        uncond[:, :prompt_length] = model.mask_id
-        both = model(torch.cat([x, uncond]))
-        cond, un = both.chunk(2)
-        logits = un + (cfg_scale + 1) * (cond - un)
+        from ..core.engine import guided, unconditional
+
+        cond, un = model(torch.cat([x, unconditional(x, prompt_length, model.mask_id)])).chunk(2)
+        logits = guided(cond, un, cfg_scale)
     else:
         logits = model(x)
     shift = model.logit_shift
@@ -113,7 +112,7 @@ def greedy_matches(model, prompt: torch.Tensor, target: torch.Tensor) -> bool:
 
 @register_model("dynamic-dllm")
 class DynamicDllmLM(LM):
-    """lm-eval model backed by :func:`dynamic_dllm.core.engine.denoise` with named policies."""
+    """lm-eval model backed by :func:`dynamic_dllm.generate` with named policies."""
 
     def __init__(self, pretrained: Optional[str] = None, preset: Optional[str] = None, cache: str = "none",
                  unmask: str = "low-confidence", gen_length: int = 256, block_length: int = 32, steps: Optional[int] = None,
@@ -238,10 +237,8 @@ class DynamicDllmLM(LM):
                                 stop_at_eos=self.stop_at_eos, dtype=self.dtype, device=str(self._device))
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-        from ..core.engine import denoise
-        from ..core.registry import get_registry
+        from ..api import generate
 
-        registry = get_registry()
         results: list[Optional[str]] = [None] * len(requests)
         groups: dict = {}
         for i, req in enumerate(requests):
@@ -269,9 +266,8 @@ class DynamicDllmLM(LM):
                 for r, e in enumerate(encoded):
                     ids[r, width - len(e):] = torch.tensor(e)
                     mask[r, width - len(e):] = 1
-                canvas, _ = denoise(self.lm.model, ids, config, registry.make_cache_policies(self.cache),
-                                    registry.make_unmask_policy(self.unmask), attention_mask=mask)
-                tokens = canvas[:, width:width + max_gen].tolist()
+                out = generate(self.lm, ids, cache=self.cache, unmask=self.unmask, config=config, attention_mask=mask)
+                tokens = out.tokens[:, :max_gen].tolist()
                 for (i, context, until), toks in zip(chunk, tokens):
                     text = self.tokenizer.decode(toks, skip_special_tokens=True)
                     for stop in until:

@@ -101,9 +101,7 @@ def evaluate(lm, items: Sequence[Item], cache: str = "none", unmask: str = "low-
 
     ``nfe`` is summed over the ``batches``; ``mean_tokens_per_step`` is per sequence: committed
     tokens (EOS padding included) / Σ_batches NFE × rows."""
-    from ..api import encode_prompts
-    from ..core.engine import denoise
-    from ..core.registry import get_registry
+    from ..api import generate
     from ..core.types import GenerationConfig
 
     if not items:
@@ -111,20 +109,18 @@ def evaluate(lm, items: Sequence[Item], cache: str = "none", unmask: str = "low-
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     config = GenerationConfig(gen_length=gen_length, block_length=block_length, steps=steps or gen_length, stop_at_eos=True)
-    registry = get_registry()
-    model, tok = lm.model, lm.tokenizer
+    model = lm.model
     correct = {t: 0 for t in TASKS}
     total = {t: 0 for t in TASKS}
     nfe, commits, row_steps, failures = 0, 0, 0, []
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
-        ids, mask = encode_prompts(tok, [it.prompt for it in chunk], chat=True)
-        canvas, stats = denoise(model, ids, config, registry.make_cache_policies(cache), registry.make_unmask_policy(unmask),
-                                attention_mask=mask)
+        out = generate(lm, [it.prompt for it in chunk], cache=cache, unmask=unmask, config=config, chat=True)
+        stats = out.stats
         nfe += stats.nfe
         commits += sum(stats.tokens_per_step)
         row_steps += stats.nfe * len(chunk)
-        for it, row in zip(chunk, canvas[:, ids.shape[1]:].tolist()):
+        for it, row in zip(chunk, out.tokens.tolist()):
             text = decode_until_eos(row, model.eos_id)
             ok = text == it.answer
             correct[it.task] += ok
