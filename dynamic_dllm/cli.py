@@ -27,7 +27,7 @@ def cmd_generate(args) -> int:
 
     config = GenerationConfig(gen_length=args.gen_length, block_length=args.block_length, steps=args.steps,
                               temperature=args.temperature, seed=args.seed, cfg_scale=args.cfg_scale,
-                              stop_at_eos=args.stop_at_eos, dtype=args.dtype, device=args.device)
+                              stop_at_eos=args.stop_at_eos, dtype=args.dtype, device=args.device, compile=args.compile)
     from .core.registry import get_registry
 
     registry = get_registry()  # resolve the policy specs before loading anything heavy
@@ -99,6 +99,8 @@ def add_parser(sub) -> None:
     g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     g.add_argument("--device", default="cpu")
     g.add_argument("--no-chat", action="store_true", help="do not wrap the prompt in the chat template")
+    g.add_argument("--compile", action="store_true",
+                   help="compile the per-layer compute with torch.compile (the first generation pays for compiling)")
     g.add_argument("--json", action="store_true", help="print one JSON object with text, tokens and stats")
     g.set_defaults(func=cmd_generate)
     p = sub.add_parser("policies", help="list registered cache and unmask policies")

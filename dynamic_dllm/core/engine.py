@@ -93,9 +93,9 @@ def denoise(model: DecoderModel, input_ids: torch.Tensor, config: GenerationConf
     cfg = config.cfg_scale > 0
     keep_cache = any(getattr(p, "reuses_cache", True) for p in cache_policies)
     if cfg:  # unconditional branch: the prompt masked out (LLaDA), batched after the conditional one
-        executor = PartialLayerExecutor(model, valid.repeat(2, 1), positions.repeat(2, 1), keep_cache)
+        executor = PartialLayerExecutor(model, valid.repeat(2, 1), positions.repeat(2, 1), keep_cache, config.compile)
     else:
-        executor = PartialLayerExecutor(model, valid, positions, keep_cache)
+        executor = PartialLayerExecutor(model, valid, positions, keep_cache, config.compile)
     clock = _Clock()
     key_policies = [p for p in cache_policies if getattr(p, "restricts_keys", False)]
     unmask_name = type(unmask_policy).__name__

@@ -155,6 +155,45 @@ class LayerContext:
         return self.executor.cached(self.executor.k_rot, self.layer)
 
 
+def project(p: LayerParts, xn: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rope: Rotary, heads: tuple,
+            k_given: Optional[torch.Tensor] = None, v_given: Optional[torch.Tensor] = None) -> tuple:
+    """Q, RoPE(K), V ``[..., H | Hkv, D]`` of normalised rows ``xn`` ``[..., d]`` at angles
+    ``cos``/``sin`` ``[..., 1, D]``; ``k_given`` / ``v_given`` (pre-RoPE K, V of the same rows,
+    already projected by a policy) are used instead of projecting again. ``heads`` = (H, Hkv, D)."""
+    H, Hkv, D = heads
+    lead = xn.shape[:-1]
+    q = rope.rotate(p.q_proj(xn).view(*lead, H, D), cos, sin)
+    k = rope.rotate((k_given if k_given is not None else p.k_proj(xn)).view(*lead, Hkv, D), cos, sin)
+    v = (v_given if v_given is not None else p.v_proj(xn)).view(*lead, Hkv, D)
+    return q, k, v
+
+
+def attend(p: LayerParts, q: torch.Tensor, k_rot: torch.Tensor, v: torch.Tensor, key_mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """The attention block's output ``O(Attn(q, k_rot, v))`` ``[B, R, d]``."""
+    return p.o_proj(attention(q, k_rot, v, key_mask))
+
+
+def feed_forward(p: LayerParts, h: torch.Tensor) -> torch.Tensor:
+    """SwiGLU ``Down(SiLU(Gate(n2(h))) ⊙ Up(n2(h)))``."""
+    hn = p.ffn_norm(h)
+    return p.down_proj(F.silu(p.gate_proj(hn)) * p.up_proj(hn))
+
+
+#: the per-layer compute the executor runs, eager; :func:`compiled_kernels` gives the compiled twins
+EAGER = (project, attend, feed_forward)
+_COMPILED: Optional[tuple] = None
+
+
+def compiled_kernels() -> tuple:
+    """``torch.compile`` of :data:`EAGER` (``fullgraph=True``: no graph break; ``dynamic=True``: one
+    graph for every row count R and every layer — the weights are inputs, not constants), built
+    once per process."""
+    global _COMPILED
+    if _COMPILED is None:
+        _COMPILED = tuple(torch.compile(fn, fullgraph=True, dynamic=True) for fn in EAGER)
+    return _COMPILED
+
+
 RowsFn = Callable[[int, LayerContext], Optional[RowSet]]
 KeysFn = Callable[[int, LayerContext], Optional[torch.Tensor]]
 
@@ -170,8 +209,11 @@ class PartialLayerExecutor:
     (distinct rows written), ``step_rows`` (per forward, the rows computed per layer).
     """
 
-    def __init__(self, model: DecoderModel, valid: torch.Tensor, positions: torch.Tensor, keep_cache: bool = True):
+    def __init__(self, model: DecoderModel, valid: torch.Tensor, positions: torch.Tensor, keep_cache: bool = True,
+                 compile: bool = False):
         self.model = model
+        self.project, self.attend, self.feed_forward = compiled_kernels() if compile else EAGER
+        self.heads = (model.n_heads, model.n_kv_heads, model.head_dim)
         self.parts = [model.layer(i) for i in range(model.n_layers)]
         self.key_valid = None if bool(valid.all()) else valid[:, None, None, :]
         dtype = next(model.parameters()).dtype
@@ -260,25 +302,18 @@ class PartialLayerExecutor:
     def _heads(self, t: torch.Tensor, n: int) -> torch.Tensor:
         return t.view(*t.shape[:2], n, self.model.head_dim)
 
-    def _ffn(self, p: LayerParts, h: torch.Tensor) -> torch.Tensor:
-        hn = p.ffn_norm(h)
-        return p.down_proj(F.silu(p.gate_proj(hn)) * p.up_proj(hn))
-
     def _write_fresh_values(self, i: int, ctx: LayerContext) -> None:
         if ctx.fresh_values is not None:
             self.view["v"][i].copy_(ctx.fresh_values.view_as(self.view["v"][i]))
 
     def _dense_layer(self, i: int, ctx: LayerContext, store: bool, out: torch.Tensor) -> torch.Tensor:
-        m, p, x, rope = self.model, self.parts[i], ctx.hidden, self.rope
-        xn = ctx.normed()
-        q = rope.rotate(self._heads(p.q_proj(xn), m.n_heads), rope.cos, rope.sin)
-        k = self._heads(ctx.fresh_keys if ctx.fresh_keys is not None else p.k_proj(xn), m.n_kv_heads)
+        p, x, rope = self.parts[i], ctx.hidden, self.rope
         fresh_all = ctx.fresh_values is not None and ctx.fresh_value_rows is None
-        v = self._heads(ctx.fresh_values if fresh_all else p.v_proj(xn), m.n_kv_heads)
-        k_rot = rope.rotate(k, rope.cos, rope.sin)
-        a = p.o_proj(attention(q, k_rot, v, ctx.key_mask))
+        q, k_rot, v = self.project(p, ctx.normed(), rope.cos, rope.sin, rope, self.heads, ctx.fresh_keys,
+                                   ctx.fresh_values if fresh_all else None)
+        a = self.attend(p, q, k_rot, v, ctx.key_mask)
         h = torch.add(x, a, out=self.stream[2])
-        f = self._ffn(p, h)
+        f = self.feed_forward(p, h)
         if store:
             view = self.view
             for name, value in (("v", v), ("k_rot", k_rot), ("attn", a), ("ffn", f)):
@@ -287,41 +322,38 @@ class PartialLayerExecutor:
 
     def _span_layer(self, i: int, ctx: LayerContext, rows: RowSet, out: torch.Tensor) -> torch.Tensor:
         """Rows ``[s, e)`` of every batch row: slices, no gather or scatter."""
-        m, p, x, rope, view = self.model, self.parts[i], ctx.hidden, self.rope, self.view
+        p, x, rope, view = self.parts[i], ctx.hidden, self.rope, self.view
         s, e = rows.start, rows.start + rows.size
         xn = ctx._normed[:, s:e] if ctx._normed is not None else p.attn_norm(x[:, s:e])
-        cos, sin = rope.cos[:, s:e], rope.sin[:, s:e]
-        q = rope.rotate(self._heads(p.q_proj(xn), m.n_heads), cos, sin)
+        q, k_rot, v = self.project(p, xn, rope.cos[:, s:e], rope.sin[:, s:e], rope, self.heads)
         self._write_fresh_values(i, ctx)
-        k = self._heads(p.k_proj(xn), m.n_kv_heads)
-        self.k_rot[i][:, s:e] = rope.rotate(k, cos, sin)  # only rows U rotate
-        self.v[i][:, s:e] = self._heads(p.v_proj(xn), m.n_kv_heads)
-        self.attn[i][:, s:e] = p.o_proj(attention(q, view["k_rot"][i], view["v"][i], ctx.key_mask))
+        self.k_rot[i][:, s:e] = k_rot  # only rows U rotate
+        self.v[i][:, s:e] = v
+        self.attn[i][:, s:e] = self.attend(p, q, view["k_rot"][i], view["v"][i], ctx.key_mask)
         h = torch.add(x, view["attn"][i], out=self.stream[2])
-        self.ffn[i][:, s:e] = self._ffn(p, h[:, s:e])
+        self.ffn[i][:, s:e] = self.feed_forward(p, h[:, s:e])
         return torch.add(h, view["ffn"][i], out=out)
 
     def _index_layer(self, i: int, ctx: LayerContext, rows: RowSet, out: torch.Tensor) -> torch.Tensor:
         """Rows ``index[b, :]`` per batch row, computed as ``[B·R, ·]``: read with ``index_select``
         from the row-flattened canvas, written with ``index_copy_`` into the row-flattened caches
         (whole rows, one copy each; unwritable entries to their batch row's discarded row L)."""
-        m, p, x, rope, view, flat = self.model, self.parts[i], ctx.hidden, self.rope, self.view, self.flat
-        (B, L), R, D = self.shape, rows.size, m.head_dim
+        p, x, rope, view, flat = self.parts[i], ctx.hidden, self.rope, self.view, self.flat
+        (B, L), R = self.shape, rows.size
         read, write = rows.flat_read(self.read_offsets), rows.flat_write(self.write_offsets, L)
         src = ctx._normed if ctx._normed is not None else x
         xn = src.reshape(B * L, -1).index_select(0, read)
         if ctx._normed is None:
             xn = p.attn_norm(xn)
         cos, sin = (t.index_select(0, read) for t in self.rope_flat)
-        q = rope.rotate(p.q_proj(xn).view(B * R, m.n_heads, D), cos, sin).view(B, R, m.n_heads, D)
+        q, k_rot, v = self.project(p, xn, cos, sin, rope, self.heads)
         self._write_fresh_values(i, ctx)
-        k = p.k_proj(xn).view(B * R, m.n_kv_heads, D)
-        flat["k_rot"][i].index_copy_(0, write, rope.rotate(k, cos, sin))  # only rows U rotate
-        flat["v"][i].index_copy_(0, write, p.v_proj(xn).view(B * R, m.n_kv_heads, D))
-        a = p.o_proj(attention(q, view["k_rot"][i], view["v"][i], ctx.key_mask))
+        flat["k_rot"][i].index_copy_(0, write, k_rot)  # only rows U rotate
+        flat["v"][i].index_copy_(0, write, v)
+        a = self.attend(p, q.view(B, R, *q.shape[1:]), view["k_rot"][i], view["v"][i], ctx.key_mask)
         flat["attn"][i].index_copy_(0, write, a.view(B * R, -1))
         h = torch.add(x, view["attn"][i], out=self.stream[2])
-        flat["ffn"][i].index_copy_(0, write, self._ffn(p, h.view(B * L, -1).index_select(0, read)))
+        flat["ffn"][i].index_copy_(0, write, self.feed_forward(p, h.view(B * L, -1).index_select(0, read)))
         return torch.add(h, view["ffn"][i], out=out)
 
     def recompute_fraction(self, n_steps: int) -> float:

@@ -71,6 +71,8 @@ class GenerationConfig:
     stop_at_eos: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
     dtype: str = attrs.field(default="float32", validator=attrs.validators.in_(tuple(_DTYPES)))
     device: str = attrs.field(default="cpu", validator=[attrs.validators.instance_of(str), _available_device])
+    #: run the per-layer compute through ``torch.compile`` (opt-in; the first generation compiles)
+    compile: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
 
     def __attrs_post_init__(self):
         if self.gen_length % self.block_length:
