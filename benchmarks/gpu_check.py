@@ -3,6 +3,7 @@
     python benchmarks/gpu_check.py --device cuda [--prompt-len 512] [--gen-length 256] [--block-length 32]
                                    [--modes eager,compiled] [--presets baseline,fast-dllm,...]
     python benchmarks/gpu_check.py --device cpu --small        # the same code path, tiny sizes (tests)
+    python benchmarks/gpu_check.py --device cpu --model bench-llada-8x512   # a registered model instead
 
 Builds the model in memory on the device (no download, no checkpoint on disk): LLaDA-8B-Instruct's
 configuration (32 layers × 4096, 32 heads, d_ff 12288, vocabulary 126464, bf16) with random
@@ -69,6 +70,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--small", action="store_true", help="2 layers x 64 in fp32 (the CPU test of this script)")
+    ap.add_argument("--model", default=None, help="a registered model name or folder instead of the built one (fp32)")
     ap.add_argument("--prompt-len", type=int, default=512)
     ap.add_argument("--gen-length", type=int, default=256)
     ap.add_argument("--block-length", type=int, default=32)
@@ -77,7 +79,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    args.dtype = "float32" if args.small else "bfloat16"
+    args.dtype = "float32" if args.small or args.model else "bfloat16"
     dd.GenerationConfig(device=args.device, dtype=args.dtype)  # one-line error for a device this machine lacks
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if not modes or set(modes) - {"eager", "compiled"}:
@@ -86,11 +88,15 @@ def main(argv=None) -> int:
     unknown = [p for p in presets if p not in PRESETS]
     if unknown:
         raise SystemExit(f"error: unknown preset(s) {', '.join(unknown)}; known: {', '.join(PRESETS)}")
-    model = build_model(args.small, args.device, dd.GenerationConfig(dtype=args.dtype).torch_dtype)
-    lm = LoadedModel(model=model, tokenizer=None)
+    if args.model:
+        lm = dd.load_model(args.model, dtype=args.dtype, device=args.device)
+        model = lm.model
+    else:
+        model = build_model(args.small, args.device, dd.GenerationConfig(dtype=args.dtype).torch_dtype)
+        lm = LoadedModel(model=model, tokenizer=None)
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, min(model.vocab_size, 256), (1, args.prompt_len), generator=g)
-    name = "random LLaDA 2x64 (fp32)" if args.small else "random LLaDA-8B-Instruct sizes (bf16)"
+    name = args.model or ("random LLaDA 2x64 (fp32)" if args.small else "random LLaDA-8B-Instruct sizes (bf16)")
     device_name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu"
     print(f"{name} on {device_name}, prompt {args.prompt_len} random ids, gen {args.gen_length}, block {args.block_length},"
           f" steps = gen, torch {torch.__version__}")
