@@ -76,7 +76,8 @@ def test_budget_invariants(total, weights, cap):
     assert out.sum(1).tolist() == expected_sum.tolist()
     # without capping, every layer is within one row of its exact proportional quota
     if int(positive.sum(1).min()) * cap >= total and total <= cap:
-        ww = torch.where(positive, w.double() if bool((w.sum(1) > 0).all()) else positive.double(), 0.0)
+        dead = w.sum(1, keepdim=True) <= 0  # per row: a row whose weights are all zero splits uniformly
+        ww = torch.where(positive, torch.where(dead, positive.double(), w.double()), 0.0)
         quota = total * ww / ww.sum(1, keepdim=True)
         assert bool(((out.double() - quota).abs() < 1.0 + 1e-9).all())
 
@@ -92,7 +93,7 @@ def _run_info(n_layers, B, L, gen_length=16, valid=None):
 
 
 def _state(step, B, L, n_layers):
-    return SimpleNamespace(step=step, valid=torch.ones(B, L, dtype=torch.bool), batch_size=B, n_layers=n_layers,
+    return SimpleNamespace(step=step, valid=torch.ones(B, L, dtype=torch.bool), batch_size=B, n_layers=n_layers, length=L,
                            x=torch.zeros(B, L, dtype=torch.long))
 
 

@@ -178,3 +178,32 @@ def test_rotary_table_equals_apply_rope_bit_for_bit():
             got = table.rotate(x, table.cos, table.sin)
             assert got.dtype == dtype
             assert torch.equal(got, apply_rope(x, cos, sin, full_precision)), (dtype, full_precision)
+
+
+def test_values_for_two_row_sets_is_fresh_on_their_union(llada):
+    from dynamic_dllm.core.executor import LayerContext
+
+    model = llada.model
+    x, valid, positions = _canvas(model)
+    B, L = x.shape
+    ex = PartialLayerExecutor(model, valid, positions)
+    ex.forward(x, None, full=True, head_start=0, head_end=1)
+    hidden = torch.randn(B, L, model.d_model, generator=torch.Generator().manual_seed(4))
+    ctx = LayerContext(ex, 1, hidden)
+    before = ctx.cached_values().clone()
+    fresh = ctx.parts.v_proj(ctx.normed())
+    ctx.values(rows=RowSet.span(2, 5))
+    got = ctx.values(rows=RowSet.top(-torch.arange(L).float().expand(B, L), torch.tensor([3, 1]), 3))  # rows 0..2 / 0
+    union_mask = torch.zeros(B, L, dtype=torch.bool)
+    union_mask[:, 2:5] = True
+    union_mask[0, :3] = union_mask[1, 0] = True
+    torch.testing.assert_close(got, torch.where(union_mask[..., None], fresh, before))
+
+
+def test_dcu_budget_of_every_row_runs_dense_layers(llada):
+    import dynamic_dllm as dd
+
+    ids = torch.randint(0, 200, (1, 6), generator=torch.Generator().manual_seed(1))
+    L = 6 + 16
+    out = dd.generate(llada, ids, cache=f"dcu:budget={L}", gen_length=16, block_length=16, steps=16)
+    assert out.stats.recompute_fraction == 1.0 and out.stats.chosen_rows == out.stats.recomputed_rows

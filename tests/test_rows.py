@@ -60,3 +60,9 @@ def test_union_is_the_or_of_masks_with_distinct_writable_entries(B, L, parts):
         for b in range(B):
             written = targets[b][targets[b] < L].tolist()
             assert len(written) == len(set(written)) == int(want[b].sum())
+
+
+def test_a_set_covering_every_row_is_the_union():
+    idx = RowSet.top(torch.rand(2, 6), torch.tensor([2, 1]), 2)
+    u = union([idx, RowSet.span(0, 6)], 2, 6, "cpu")
+    assert u.covers(6)  # the executor then runs the dense layer, not an index of 8 rows

@@ -88,7 +88,7 @@ class Drive:
             x[:, P:] = torch.where(keep, tokens, x[:, P:])
         policy.start(dd.RunInfo(config=config, batch_size=self.B, prompt_length=P, length=L, n_layers=1,
                                            d_model=8, mask_id=self.mask_id, eos_id=0, logit_shift=0,
-                                           device=torch.device("cpu")))
+                                           device=torch.device("cpu"), valid=torch.ones(self.B, L, dtype=torch.bool)))
         steps, step = [], 0
         for block in range(self.blocks):
             bs, be = P + block * self.Lb, P + (block + 1) * self.Lb

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from .architecture import DecoderModel, LayerParts, Rotary, attention
-from .rows import RowSet
+from .rows import RowSet, union
 
 
 class LayerContext:
@@ -90,7 +90,7 @@ class LayerContext:
 
         With ``rows`` V is projected only there: the result holds fresh V on those rows and the
         cached V elsewhere. Before the first step (no cache) every row is computed. A second call
-        with other rows recomputes every row."""
+        with other rows projects the union of both requests."""
         ex = self.executor
         B, L, _ = self.hidden.shape
         if rows is not None and (not ex.ready or rows.covers(L)):
@@ -98,7 +98,9 @@ class LayerContext:
         if self.fresh_values is not None:
             if self.fresh_value_rows is None or rows is self.fresh_value_rows:
                 return self.fresh_values
-            rows = None
+            rows = None if rows is None else union([self.fresh_value_rows, rows], B, L, self.hidden.device)
+            rows = None if rows is not None and rows.covers(L) else rows
+            self.fresh_values = None
         if rows is None:
             self.fresh_values = self.parts.v_proj(self.normed())
             n_rows = B * L
@@ -150,8 +152,9 @@ class LayerContext:
         """This layer's V cache ``[B, L, kv_dim]`` as left by the previous step (None before the first)."""
         return self.executor.cached(self.executor.v, self.layer)
 
-    def cached_keys(self) -> Optional[torch.Tensor]:
-        """This layer's rotated K cache ``RoPE(K)`` ``[B, L, kv_dim]`` as left by the previous step."""
+    def cached_rotated_keys(self) -> Optional[torch.Tensor]:
+        """This layer's key cache ``RoPE(K)`` (rotated at each row's position) ``[B, L, kv_dim]`` as
+        left by the previous step; compare with ``RoPE(keys())``, not with :meth:`keys`."""
         return self.executor.cached(self.executor.k_rot, self.layer)
 
 
@@ -340,7 +343,7 @@ class PartialLayerExecutor:
         (whole rows, one copy each; unwritable entries to their batch row's discarded row L)."""
         p, x, rope, view, flat = self.parts[i], ctx.hidden, self.rope, self.view, self.flat
         (B, L), R = self.shape, rows.size
-        read, write = rows.flat_read(self.read_offsets), rows.flat_write(self.write_offsets, L)
+        read, write = rows.flat_read(self.read_offsets, L), rows.flat_write(self.write_offsets, L)
         src = ctx._normed if ctx._normed is not None else x
         xn = src.reshape(B * L, -1).index_select(0, read)
         if ctx._normed is None:

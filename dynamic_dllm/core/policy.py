@@ -7,7 +7,7 @@ active cache policies and ``u`` the unmask policy::
     for p in C + [u]: p.start(run)                              # once, RunInfo
     every step:
         full = any(p.step_start(state) for p in C)              # True = every row of every layer
-        every layer l (skipped on full steps unless restricts_keys):
+        every layer l (also on full steps, whose row answers are ignored):
             rows = union(p.layer_rows(state, l, ctx) for p in C)   # RowSet with a host-known size, or None
             keys = ∩ (p.layer_keys(state, l, ctx) for p in C if p.restricts_keys)
         commit = u.commit(state, block_logits)
@@ -53,7 +53,7 @@ class RunInfo:
     logit_shift: int
     device: torch.device
     #: bool ``[B, L]``: False on left padding (fixed for the generation)
-    valid: Optional[torch.Tensor] = None
+    valid: torch.Tensor
 
 
 class CachePolicy:
@@ -76,8 +76,10 @@ class CachePolicy:
         return False
 
     def layer_rows(self, state: "StepState", layer: int, context: "LayerContext") -> Optional["RowSet"]:
-        """Rows layer ``layer`` recomputes (not called on full steps); None = no opinion. The
-        answers of all active cache policies are united."""
+        """Rows layer ``layer`` recomputes; None = no opinion. Called at every layer of every step,
+        also on full steps (the answer is then ignored), so a policy sees every layer input. The
+        answers of all active cache policies are united. A set is sized to the forward's batch,
+        ``context.hidden.shape[0]`` (2·B under classifier-free guidance)."""
         return None
 
     def layer_keys(self, state: "StepState", layer: int, context: "LayerContext") -> Optional[torch.Tensor]:

@@ -75,7 +75,7 @@ class RowSet:
         """``[B, size]`` canvas positions (a span's arange broadcast)."""
         if self.index is not None:
             return self.index
-        return self._cached("positions", lambda: torch.arange(self.start, self.start + self.size, device=device).expand(batch, -1))
+        return self._cached(("positions", batch), lambda: torch.arange(self.start, self.start + self.size, device=device).expand(batch, -1))
 
     def targets(self, length: int) -> torch.Tensor:
         """``[B, size]`` write positions: the index, with unwritable entries sent to row ``length``."""
@@ -91,21 +91,21 @@ class RowSet:
         """:meth:`targets` broadcast over the trailing dims of ``like`` (for ``scatter_``)."""
         return self._cached(("write", like.shape[2:], length), lambda: _broadcast(self.targets(length), like))
 
-    def flat_read(self, offsets: torch.Tensor) -> torch.Tensor:
+    def flat_read(self, offsets: torch.Tensor, length: int) -> torch.Tensor:
         """``[B·size]`` row numbers of an index set's positions in a row-flattened ``[B·L, ·]``
         tensor, ``offsets`` = ``b·L`` ``[B, 1]`` (for ``index_select``)."""
-        return self._cached(("flat-read", offsets.data_ptr()), lambda: (self.index + offsets).view(-1))
+        return self._cached(("flat-read", length), lambda: (self.index + offsets).view(-1))
 
     def flat_write(self, offsets: torch.Tensor, length: int) -> torch.Tensor:
         """``[B·size]`` row numbers of the targets in a row-flattened ``[B·(L+1), ·]`` tensor,
         ``offsets`` = ``b·(L+1)`` (for ``index_copy_``; unwritable entries land on the batch row's
         discarded row L)."""
-        return self._cached(("flat-write", offsets.data_ptr()), lambda: (self.targets(length) + offsets).view(-1))
+        return self._cached(("flat-write", length), lambda: (self.targets(length) + offsets).view(-1))
 
     def writable_or_all(self, device) -> torch.Tensor:
         if self.writable is not None:
             return self.writable
-        return self._cached("all", lambda: torch.ones(self.index.shape if self.index is not None else (1, self.size),
+        return self._cached(("all", device), lambda: torch.ones(self.index.shape if self.index is not None else (1, self.size),
                                                        dtype=torch.bool, device=device))
 
     def claimed(self, batch: int, length: int, device) -> torch.Tensor:
@@ -118,11 +118,11 @@ class RowSet:
                 out.scatter_(1, self.targets(length), True)
                 out[:, length] = False
             return out
-        return self._cached(("claimed", length), make)
+        return self._cached(("claimed", batch, length), make)
 
     def mask(self, batch: int, length: int, device) -> torch.Tensor:
-        """Bool ``[B, L]`` of the writable rows."""
-        return self.claimed(batch, length, device)[:, :length]
+        """Bool ``[B, L]`` of the writable rows (a new tensor)."""
+        return self.claimed(batch, length, device)[:, :length].clone()
 
     def chosen(self, batch: int, length: int):
         """Distinct rows this set writes, summed over the batch (an int for spans and unpadded
@@ -137,13 +137,16 @@ def _broadcast(index: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def union(sets: Sequence[Optional[RowSet]], batch: int, length: int, device) -> Optional[RowSet]:
-    """The union of several row sets (None entries ignored; None if none is left). Overlapping or
-    adjacent spans merge into one span; otherwise the indexes are concatenated (size = Σ sizes) and
+    """The union of several row sets (None entries ignored; None if none is left). A set covering
+    every row is the union; overlapping or adjacent spans merge into one span; otherwise the indexes are concatenated (size = Σ sizes) and
     an entry already written by an earlier set is marked not writable. Sets without padding go
     first (their claimed-rows mask is memoized, so a set shared by every layer builds it once)."""
     sets = [s for s in sets if s is not None and s.size > 0]
     if len(sets) <= 1:
         return sets[0] if sets else None
+    for s in sets:
+        if s.covers(length):  # every row already: the layer is dense
+            return s
     if all(s.is_span for s in sets):
         ordered = sorted(sets, key=lambda s: s.start)
         start, end = ordered[0].start, ordered[0].start + ordered[0].size

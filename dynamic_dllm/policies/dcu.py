@@ -31,8 +31,8 @@ stable sort of ``[B, L]`` (ties left to right): the cosine of RMSNorm outputs eq
 skipped; the inverse norms are kept from the previous step. Budgets are computed once per step
 for all layers, with one host sync (the per-layer maximum ``max_b B_l[b]``, the row set's size);
 with ``allocation=uniform`` once per generation. A layer's row set is the first ``max_b B_l[b]``
-of the sorted order, entries past ``B_l[b]`` padding (computed, not written). The previous step's
-vectors are kept by reference (no copy).
+of the sorted order, entries past ``B_l[b]`` padding (computed, not written). Each layer's vectors
+go into one of two buffers kept per layer, alternating (this step's and the previous step's).
 
 ``window`` (paper Eq. 7): every layer also recomputes the ``size`` rows centred on the key token —
 the position committed at the previous step. With several commits the *rightmost* one is the key
@@ -219,18 +219,19 @@ class DynamicCacheUpdating(CachePolicy):
         self.n_pad = (~valid).sum(1).float()
 
     def _budgets(self, weights: Optional[torch.Tensor], batch: int, n_layers: int) -> tuple:
-        """(B_l ``[B, n_layers]``, per-layer sizes) with one host sync (more only when a layer
-        overflows its row's length)."""
+        """(B_l ``[B, n_layers]``, per-layer max and min over the batch) with one host sync (more
+        only when a layer overflows its row's length)."""
         if weights is None and self.uniform is not None:
             return self.uniform
         w = weights if weights is not None else torch.ones(batch, n_layers, device=self.valid_len.device)
         split = _split(self.total, w, self.valid_len)
         split.first()
-        *sizes, overflow = torch.cat([split.alloc.amax(0), split.remaining.amax().view(1)]).tolist()
+        extremes = lambda: torch.cat([split.alloc.amax(0), split.alloc.amin(0)])  # noqa: E731
+        *bounds, overflow = torch.cat([extremes(), split.remaining.amax().view(1)]).tolist()
         if overflow > 0:
             split.finish()
-            sizes = split.alloc.amax(0).tolist()
-        out = (split.alloc, sizes)
+            bounds = extremes().tolist()
+        out = (split.alloc, bounds[:n_layers], bounds[n_layers:])
         if weights is None:
             self.uniform = out
         return out
@@ -240,8 +241,8 @@ class DynamicCacheUpdating(CachePolicy):
         self.budgets = None
         if not self.full:
             proportional = self.allocation == "proportional" and self.prev_dynamics is not None
-            self.budgets, self.sizes = self._budgets(self.prev_dynamics if proportional else None,
-                                                     state.batch_size, state.n_layers)
+            self.budgets, self.sizes, self.smallest = self._budgets(self.prev_dynamics if proportional else None,
+                                                                    state.batch_size, state.n_layers)
         return self.full
 
     def layer_rows(self, state, layer: int, context) -> Optional[RowSet]:
@@ -271,6 +272,8 @@ class DynamicCacheUpdating(CachePolicy):
             self.dynamics = self.prev_dynamics = torch.stack(self.sums, 1) / self.valid_len[:, None]
         if self.full or self.sizes[layer] == 0:
             return None
+        if self.smallest[layer] == state.length:  # every row of every batch row: a dense layer
+            return RowSet.span(0, state.length)
         # the top B_l[b] rows of each batch row; equal scores (e.g. unchanged rows, d = 0) are taken
         # left to right, so the choice does not depend on how many padding rows precede a sequence
         return RowSet.top(d, self.budgets[:, layer], self.sizes[layer])

@@ -64,7 +64,6 @@ class DllmCache(CachePolicy):
         self.prompt_rows = RowSet.span(0, self.response_start)
         self.all_rows = RowSet.span(0, L)
         self.k = min(self.n_replace, L - self.response_start)
-        self.k_all = torch.full((B,), self.k, device=run.device)
 
     def step_start(self, state) -> bool:
         self.refresh_prompt = state.step % self.prompt_interval == 0
@@ -85,6 +84,6 @@ class DllmCache(CachePolicy):
         # 1 − cos, with rounding noise of an unchanged row counted as 0; equal changes are taken
         # left to right, so the choice does not depend on the padding before a sequence
         change = F.threshold(1.0 - F.cosine_similarity(fresh.float(), cached.float(), dim=-1), ROUNDING_TOLERANCE, 0.0)
-        top = RowSet.top(change, self.k_all, self.k)
-        replaced = RowSet.indexed(top.index + r0)  # exactly k rows in every batch row: all writable
+        top = torch.sort(change, dim=1, descending=True, stable=True).indices[:, :self.k]
+        replaced = RowSet.indexed(top + r0)  # exactly k rows in every batch row: all writable
         return union([prompt, replaced], *self.shape, change.device)

@@ -61,10 +61,9 @@ def select_keys(importance: torch.Tensor, candidates: torch.Tensor, start: int, 
     max-pooled ``importance`` ``[B, L]``, pooling over the candidates with ``[start, end)`` cut out."""
     cut = lambda t: torch.cat([t[:, :start], t[:, end:]], 1)  # noqa: E731
     cand = cut(candidates)
-    neg_inf = torch.tensor(float("-inf"), device=importance.device)
-    score = torch.where(cand, cut(importance).float(), neg_inf)
+    score = cut(importance).float().masked_fill(~cand, float("-inf"))  # no scalar tensor: no host→device copy
     pooled = F.max_pool1d(score[:, None], kernel_size, stride=1, padding=kernel_size // 2)[:, 0]
-    pooled = torch.where(cand, pooled, neg_inf)
+    pooled = pooled.masked_fill(~cand, float("-inf"))
     n_keep = torch.floor(cand.sum(1).double() * keep_ratio).long()
     order = torch.sort(pooled, dim=1, descending=True, stable=True).indices
     rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
