@@ -36,6 +36,7 @@ import torch
 import dynamic_dllm as dd
 from dynamic_dllm.core import executor as executor_module
 from dynamic_dllm.core.registry import get_registry
+from dynamic_dllm.evaluation.profiling import benchmark_prompt
 
 CACHE_CALLS = ("start", "step_start", "layer_rows", "layer_keys", "step_end")
 PROMPT = "Explain why the sky is blue in two sentences."
@@ -105,11 +106,7 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     lm = dd.load_model(args.model)
-    if args.prompt_len:
-        prompt = torch.randint(0, min(lm.model.vocab_size, 256), (1, args.prompt_len), generator=torch.Generator().manual_seed(0))
-        chat = False
-    else:
-        prompt, chat = PROMPT, True
+    prompt, chat = benchmark_prompt(lm.model.vocab_size, args.prompt_len, PROMPT)
     if args.policies:
         specs = [p.strip() for p in args.policies.split(",") if p.strip()]
     else:

@@ -4,7 +4,7 @@
 
 Builds (once, cached under $DYNAMIC_DLLM_HOME) a random LLaDA of 8 layers x 512 width, runs
 ``none`` + ``low-confidence`` with one token per step, and splits the wall time into the
-executor's forward (model compute incl. cache writes), the policy hooks, and the rest of the loop.
+executor's forward (model compute incl. cache writes), the policy calls, and the rest of the loop.
 Prints the median over repeats (first run = warm-up, excluded).
 """
 
@@ -60,7 +60,7 @@ def main():
     print(f"random LLaDA 8x512, gen {args.gen_length}, block {args.block_length}, 1 token/step, {args.threads} threads,"
           f" median of {args.repeats}")
     print(f"{'part':<28}{'seconds':>10}{'share':>9}{'ms/step':>10}")
-    for name, sec in (("total", wall), ("model compute (executor)", fwd), ("policy hooks", pol),
+    for name, sec in (("total", wall), ("model compute (executor)", fwd), ("policy calls", pol),
                       ("engine loop (rest)", wall - fwd - pol)):
         print(f"{name:<28}{sec:>10.3f}{sec / wall:>9.1%}{1000 * sec / nfe:>10.2f}")
 

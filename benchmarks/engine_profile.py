@@ -27,7 +27,7 @@ import sys
 import torch
 
 import dynamic_dllm as dd
-from dynamic_dllm.evaluation.profiling import per_step
+from dynamic_dllm.evaluation.profiling import benchmark_prompt, per_step
 
 DEFAULT_CACHES = "none,prefix,dual,dcu+window,dllm-cache,sparse-dllm,dkv-cache"
 DEFAULT_UNMASKS = "low-confidence,threshold,apd"
@@ -47,11 +47,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     lm = dd.load_model(args.model)
-    if args.prompt_len:
-        prompt = torch.randint(0, min(lm.model.vocab_size, 256), (1, args.prompt_len), generator=torch.Generator().manual_seed(0))
-        chat = False
-    else:
-        prompt, chat = TINY_PROMPT, True
+    prompt, chat = benchmark_prompt(lm.model.vocab_size, args.prompt_len, TINY_PROMPT)
     G, Lb = args.gen_length, args.block_length
 
     def runner(cache, unmask, gen):

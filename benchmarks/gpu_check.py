@@ -26,6 +26,7 @@ import torch
 import dynamic_dllm as dd
 from dynamic_dllm.models.checkpoint import LoadedModel
 from dynamic_dllm.evaluation.bench import PRESETS
+from dynamic_dllm.evaluation.profiling import benchmark_prompt
 from dynamic_dllm.models.llada import LLaDAModel
 from dynamic_dllm.models.random_checkpoint import random_config
 
@@ -94,8 +95,7 @@ def main(argv=None) -> int:
     else:
         model = build_model(args.small, args.device, dd.GenerationConfig(dtype=args.dtype).torch_dtype)
         lm = LoadedModel(model=model, tokenizer=None)
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, min(model.vocab_size, 256), (1, args.prompt_len), generator=g)
+    ids, _ = benchmark_prompt(model.vocab_size, args.prompt_len, "")
     name = args.model or ("random LLaDA 2x64 (fp32)" if args.small else "random LLaDA-8B-Instruct sizes (bf16)")
     device_name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu"
     print(f"{name} on {device_name}, prompt {args.prompt_len} random ids, gen {args.gen_length}, block {args.block_length},"

@@ -13,7 +13,7 @@ Used by ``benchmarks/engine_profile.py`` and pinned by ``tests/test_engine_count
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -62,6 +62,16 @@ def _with_parents(prof):
         out.append((name, stack[-1][2] if stack else None))
         stack.append((thread, -neg_end, name))
     return out
+
+
+def benchmark_prompt(vocab_size: int, prompt_len: Optional[int], text: str) -> tuple:
+    """``(prompt, chat)`` for the benchmarks: ``prompt_len`` random ids below ``min(vocab, 256)``
+    (seed 0; the paper's long-prompt geometry without a dataset, no chat template), or ``text``
+    through the chat template when ``prompt_len`` is None."""
+    if prompt_len:
+        ids = torch.randint(0, min(vocab_size, 256), (1, prompt_len), generator=torch.Generator().manual_seed(0))
+        return ids, False
+    return text, True
 
 
 def per_step(run_at: Callable[[int], Callable], gen_length: int) -> tuple[float, float]:
