@@ -116,7 +116,7 @@ class GenerationConfig:
 
 @attrs.frozen(eq=False)
 class StepState:
-    """Read-only view of one denoising step, handed to every policy hook.
+    """Read-only view of one denoising step, handed to every policy call.
 
     Shapes: B = batch, L = prompt_length + gen_length. ``x`` holds the canvas *before* this step's
     commits; ``masked`` is ``x == mask_id``; ``valid`` is False on left padding; ``positions`` are

@@ -1,4 +1,4 @@
-"""Built-in policy plugin: registers every shipped policy through the public hooks."""
+"""Built-in policy plugin: registers every shipped policy through the public registration hooks."""
 
 from __future__ import annotations
 
