@@ -349,15 +349,35 @@ class PartialLayerExecutor:
         if ctx._normed is None:
             xn = p.attn_norm(xn)
         cos, sin = (t.index_select(0, read) for t in self.rope_flat)
-        q, k_rot, v = self.project(p, xn, cos, sin, rope, self.heads)
+        v_given, v_write = self._fresh_value_rows(ctx, rows, read, write)
+        q, k_rot, v = self.project(p, xn, cos, sin, rope, self.heads, None, v_given)
         self._write_fresh_values(i, ctx)
         flat["k_rot"][i].index_copy_(0, write, k_rot)  # only rows U rotate
-        flat["v"][i].index_copy_(0, write, v)
+        if v_write is not None:
+            flat["v"][i].index_copy_(0, v_write, v)
         a = self.attend(p, q.view(B, R, *q.shape[1:]), view["k_rot"][i], view["v"][i], ctx.key_mask)
         flat["attn"][i].index_copy_(0, write, a.view(B * R, -1))
         h = torch.add(x, view["attn"][i], out=self.stream[2])
         flat["ffn"][i].index_copy_(0, write, self.feed_forward(p, h.view(B * L, -1).index_select(0, read)))
         return torch.add(h, view["ffn"][i], out=out)
+
+    def _fresh_value_rows(self, ctx: LayerContext, rows: RowSet, read: torch.Tensor, write: torch.Tensor) -> tuple:
+        """(V given to :func:`project`, where to write the projected V) for an index layer. V a
+        policy already projected (:meth:`LayerContext.values`) is the step's V on its rows — one
+        projection, not two: on every row it is taken as is (nothing projected, nothing written
+        again); on a span only the rows outside it are projected into the cache."""
+        fresh = ctx.fresh_values
+        if fresh is None:
+            return None, write
+        span = ctx.fresh_value_rows
+        if span is None:
+            return fresh.reshape(-1, fresh.shape[-1]).index_select(0, read), None
+        if not span.is_span:
+            return None, write
+        L = self.shape[1]
+        pos = rows.positions(self.shape[0], read.device)
+        inside = (pos >= span.start) & (pos < span.start + span.size)
+        return None, (torch.where(inside, L, rows.targets(L)) + self.write_offsets).view(-1)
 
     def recompute_fraction(self, n_steps: int) -> float:
         """FLOPs spent in the layers (rows computed, padding included) / FLOPs of ``n_steps`` full forwards."""
