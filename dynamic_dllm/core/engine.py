@@ -99,6 +99,7 @@ def denoise(model: DecoderModel, input_ids: torch.Tensor, config: GenerationConf
     clock = _Clock()
     key_policies = [p for p in cache_policies if getattr(p, "restricts_keys", False)]
     unmask_name = type(unmask_policy).__name__
+    response_logits = getattr(unmask_policy, "logits_rows", "block") == "response"
     run = RunInfo(config=config, batch_size=B, prompt_length=P, length=L, n_layers=model.n_layers, d_model=model.d_model,
                   mask_id=mask_id, eos_id=model.eos_id, logit_shift=shift, device=device, valid=valid)
     for policy in (*cache_policies, unmask_policy):
@@ -136,12 +137,13 @@ def denoise(model: DecoderModel, input_ids: torch.Tensor, config: GenerationConf
                     keys = a if keys is None else (keys if a is None else keys & a)
                 return keys
 
+            head = (P - shift, L - shift) if response_logits else (bs - shift, be - shift)
             if cfg:  # both branches in one batch
-                both = executor.forward(torch.cat([x, unconditional(x, P, mask_id)]), rows_fn, full, bs - shift, be - shift,
+                both = executor.forward(torch.cat([x, unconditional(x, P, mask_id)]), rows_fn, full, *head,
                                         keys_fn if key_policies else None)
                 logits = guided(both[:B], both[B:], config.cfg_scale)
             else:
-                logits = executor.forward(x, rows_fn, full, bs - shift, be - shift, keys_fn if key_policies else None)
+                logits = executor.forward(x, rows_fn, full, *head, keys_fn if key_policies else None)
             commit: Commit = clock(unmask_policy.commit, state, logits)
             if not isinstance(commit, Commit):
                 raise RuntimeError(f"unmask policy {unmask_name} returned {type(commit).__name__}, not a Commit")

@@ -95,13 +95,18 @@ class UnmaskPolicy:
     """Chooses which masked positions of the current block a step commits."""
 
     kind = "unmask"
+    #: the logits :meth:`commit` gets: ``"block"`` (the current block's, the default) or
+    #: ``"response"`` (every generated position's, ``[B, gen_length, V]``; costs the LM head on
+    #: all of them — for rules that track positions outside the current block)
+    logits_rows = "block"
 
     def start(self, run: RunInfo) -> None:
         """Reset per-generation state."""
 
     def commit(self, state: "StepState", logits: torch.Tensor) -> "Commit":
         """The commits of the current block from its logits ``[B, block_length, V]`` (already
-        shifted for AR-initialised models)."""
+        shifted for AR-initialised models; ``[B, gen_length, V]`` with ``logits_rows =
+        "response"``). Returns positions and tokens of the current block only."""
         raise TypeError(f"{type(self).__name__} does not define commit(state, logits)")
 
 
@@ -115,6 +120,8 @@ def check_policy(policy, kind: str):
         renames = ", ".join(f"{h} → {OLD_HOOKS[h]}" for h in old)
         raise ValueError(f"{kind} policy {name} implements the pluggy step hooks of engine v1 ({renames});"
                          " engine v2 calls plain methods instead (docs/plugins.md)")
+    if kind == "unmask" and getattr(policy, "logits_rows", "block") not in ("block", "response"):
+        raise ValueError(f"unmask policy {name}: logits_rows must be 'block' or 'response', got {policy.logits_rows!r}")
     needed = ("step_start", "layer_rows", "step_end") if kind == "cache" else ("commit",)
     missing = [m for m in ("start", *needed) if not callable(getattr(policy, m, None))]
     if missing:
