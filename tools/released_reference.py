@@ -17,8 +17,9 @@ For every case of :data:`CASES` (checkpoint × geometry × policy settings) it b
 with this project's :func:`~dynamic_dllm.models.random_checkpoint.build_random_checkpoint` (so
 both sides read the very same files), runs the released ``generate`` (low-confidence, one token per
 step) or ``generate_pd`` (APD) with the released cache hooks registered or not, and writes the
-generated tokens and NFE. ``--check`` instead compares a fresh run with the recorded file and also
-with this project's ``dcu-released`` / ``apd-released`` (needs this project importable too).
+generated tokens and NFE. ``--check`` instead compares a fresh run of the released code with the
+recorded file (it does not run this project's policies; the tests compare those with the file).
+Each case loads its checkpoint afresh: the released hooks patch the model's blocks in place.
 """
 
 from __future__ import annotations

@@ -122,11 +122,12 @@ class ReleasedDynamicCache(CachePolicy):
         return [max(0, min(int(known[i] if i < len(known) else total * (1.0 / RELEASED_LAYERS)), self.G))
                 for i in range(n_layers)]
 
-    def _record_refresh(self, layer: int, context) -> None:
-        """The mean dynamics a refreshed layer records (every 4th response row)."""
+    def _record_refresh(self, layer: int, context, dense: bool) -> None:
+        """The mean dynamics a refreshed layer records (every 4th response row). A response-only
+        refresh projects V on the response rows only: the prompt keeps its cached V."""
         P = self.P
         if self.score == "value":
-            a = b = context.values()[:, P:]
+            a = b = context.values(None if dense else RowSet.span(P, self.L))[:, P:]
         else:
             a = context.hidden[:, P:]
             b = self.kept[layer] if self.kept[layer] is not None else a
@@ -141,10 +142,10 @@ class ReleasedDynamicCache(CachePolicy):
         if self.forward == 1:
             return None  # the full first forward: nothing recorded
         if layer == 0 or (self.refresh_prompt and self.refresh_response):
-            self._record_refresh(layer, context)
+            self._record_refresh(layer, context, dense=True)
             return RowSet.span(0, L)
         if self.refresh_response:
-            self._record_refresh(layer, context)
+            self._record_refresh(layer, context, dense=False)
             return RowSet.span(P, L)
         if self.window == 0 and self.budget == 0:
             return RowSet.span(0, P) if self.refresh_prompt else None
