@@ -148,21 +148,26 @@ def denoise(model: DecoderModel, input_ids: torch.Tensor, config: GenerationConf
             if not isinstance(commit, Commit):
                 raise RuntimeError(f"unmask policy {unmask_name} returned {type(commit).__name__}, not a Commit")
             chosen = commit.positions.bool()
-            block_masked = state.block_masked
-            x = x.slice_scatter(torch.where(chosen, commit.tokens.to(x.dtype), x[:, bs:be]), 1, bs, be)
-            committed = last_committed.new_zeros(B, L).slice_scatter(chosen, 1, bs, be)
-            n, n_masked_chosen, n_masked = torch.stack([chosen.sum(), (chosen & block_masked).sum(), block_masked.sum()]).tolist()
+            cs = be - chosen.shape[1]  # a commit covers the block, or everything decoded so far and the block
+            if cs not in (bs, P):
+                raise RuntimeError(f"unmask policy {unmask_name} committed {chosen.shape[1]} columns; a Commit covers "
+                                   f"the block ({Lb}) or the response up to the block's end ({be - P})")
+            x = x.slice_scatter(torch.where(chosen, commit.tokens.to(x.dtype), x[:, cs:be]), 1, cs, be)
+            committed = last_committed.new_zeros(B, L).slice_scatter(chosen, 1, cs, be)
+            n, n_masked_chosen, n_unmasked, n_left = torch.stack(
+                [chosen.sum(), (chosen & state.masked[:, cs:be]).sum(), (chosen & (commit.tokens != mask_id)).sum(),
+                 (x[:, bs:be] == mask_id).sum()]).tolist()
             if n != n_masked_chosen:
-                raise RuntimeError(f"unmask policy {unmask_name} committed positions that are not masked in the current block")
+                raise RuntimeError(f"unmask policy {unmask_name} committed positions that are not masked")
             for p in cache_policies:
                 clock(p.step_end, state, committed)
             last_committed = committed
-            tokens_per_step.append(n)
+            tokens_per_step.append(n_unmasked)
             if progress is not None:
-                progress(n)
+                progress(n_unmasked)
             step += 1
             step_in_block += 1
-            has_masks = n_masked > n
+            has_masks = n_left > 0 and not commit.end_block
         if config.stop_at_eos:
             done = (x[:, P:be] == model.eos_id).any(1)
             x = torch.cat([x[:, :be], torch.where(done[:, None] & (x[:, be:] == mask_id), model.eos_id, x[:, be:])], 1)

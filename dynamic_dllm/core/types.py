@@ -165,10 +165,15 @@ class StepState:
 class Commit:
     """An unmask policy's answer for the current block: ``positions`` ``[B, block_length]`` bool
     (which positions to commit) and ``tokens`` ``[B, block_length]`` long (their tokens; read only
-    where ``positions`` is True)."""
+    where ``positions`` is True). Both may instead be ``[B, block_end − prompt_length]``: the whole
+    response up to the block's end, for samplers that may still commit masks an earlier block left. Committing the mask token leaves a position masked (the reference
+    samplers' behaviour when their argmax is ``[MASK]``). ``end_block``: the block ends after this
+    step even if masks remain (a fixed schedule that has run its steps, as LLaDA's loop); by default
+    a block ends when it has no masks left."""
 
     positions: torch.Tensor
     tokens: torch.Tensor
+    end_block: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
 
 
 @attrs.frozen

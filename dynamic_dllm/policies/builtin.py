@@ -8,8 +8,10 @@ from .low_confidence import LowConfidence, RandomRemasking
 from .threshold import ThresholdDecoding
 from .factor import FactorDecoding
 from .apd import AdaptiveParallelDecoding
+from .apd_released import ReleasedAdaptiveParallelDecoding
 from .eb_sampler import EntropyBoundedSampler
 from .no_cache import NoCache
+from .dcu_released import ReleasedDynamicCache
 from .dcu import PRESET as DYNAMIC_DLLM_CACHE, DynamicCacheUpdating, UpdateWindow
 from .dllm_cache import DllmCache
 from .dkv_cache import DkvCache
@@ -24,6 +26,7 @@ def register_cache_policies(register):
     register("dllm-cache", DllmCache)
     register("dcu", DynamicCacheUpdating)
     register("window", UpdateWindow)
+    register("dcu-released", ReleasedDynamicCache)
     register("dynamic-dllm-cache", DYNAMIC_DLLM_CACHE)
     register("prefix", PrefixCache)
     register("dual", DualCache)
@@ -42,4 +45,5 @@ def register_unmask_policies(register):
     register("threshold", ThresholdDecoding)
     register("factor", FactorDecoding)
     register("apd", AdaptiveParallelDecoding)
+    register("apd-released", ReleasedAdaptiveParallelDecoding)
     register("eb-sampler", EntropyBoundedSampler)

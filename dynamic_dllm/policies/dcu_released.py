@@ -149,8 +149,9 @@ class ReleasedDynamicCache(CachePolicy):
             return RowSet.span(P, L)
         if self.window == 0 and self.budget == 0:
             return RowSet.span(0, P) if self.refresh_prompt else None
+        fresh_v = context.values(RowSet.span(P, L))  # V of every response row, whatever the score
         if self.score == "value":
-            a = context.values(RowSet.span(P, L))[:, P:]
+            a = fresh_v[:, P:]
             b = context.cached_values()[:, P:]
         else:
             a = context.normed()[:, P:]
