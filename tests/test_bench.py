@@ -16,7 +16,7 @@ import torch
 from dynamic_dllm.cli import main
 from dynamic_dllm.core.registry import get_registry
 from dynamic_dllm.evaluation.bench import (
-    PRESETS, Row, available_presets, resolve_row, run_task, summarize, task_config,
+    OPT_IN, PRESETS, Row, available_presets, resolve_row, run_task, summarize, task_config,
 )
 from dynamic_dllm.evaluation.tasks import TinySuite
 
@@ -41,11 +41,12 @@ def _outputs(records):
 
 def test_presets_resolve_lazily_through_the_registry():
     assert set(PRESETS) == {"baseline", "dllm-cache", "dkv-cache", "fast-dllm", "fast-dllm-parallel", "dynamic-dllm",
-                            "dynamic-dllm-parallel"}
+                            "dynamic-dllm-parallel", "dynamic-dllm-released", "dynamic-dllm-released-parallel"}
     known_cache, known_unmask = get_registry().cache_policies(), get_registry().unmask_policies()
     for name, (cache, unmask) in PRESETS.items():
         registered = all(part.split(":")[0] in known_cache for part in cache.split("+")) and unmask.split(":")[0] in known_unmask
-        assert (name in available_presets()) == registered
+        assert (name in available_presets(opt_in=True)) == registered
+        assert (name in available_presets()) == (registered and name not in OPT_IN)
     assert resolve_row("fast-dllm-parallel") == Row("fast-dllm-parallel", "dual", "threshold:threshold=0.9")
     assert resolve_row("none/random") == Row("none/random", "none", "random")
     with pytest.raises(ValueError, match="unknown preset 'nope'; known presets: baseline"):
@@ -134,8 +135,8 @@ def test_pareto_front():
 
 
 def test_bench_cli_end_to_end(llada_dir, tmp_path, capsys):
-    rows = available_presets()  # no --presets: every preset whose policies are registered
-    assert set(rows) == set(PRESETS)
+    rows = available_presets()  # no --presets: every registered preset but the opt-in ones
+    assert set(rows) == set(PRESETS) - set(OPT_IN)
     out, plots = tmp_path / "out", tmp_path / "plots"
     code = main(["bench", "--model", str(llada_dir), "--tasks", "tiny-suite", "--limit", "3", "--gen-length", "32",
                  "--block-length", "16", "--out", str(out), "--no-progress",

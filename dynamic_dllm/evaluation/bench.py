@@ -42,6 +42,9 @@ PRESETS = {
     "fast-dllm-parallel": ("dual", "threshold:threshold=0.9"),
     "dynamic-dllm": ("dcu+window", "low-confidence"),
     "dynamic-dllm-parallel": ("dcu+window", "apd"),
+    # the authors' released code (TianyiWu233/DYNAMIC-DLLM @ 43cb93b7) rule for rule: batch 1, LLaDA layout
+    "dynamic-dllm-released": ("dcu-released", "low-confidence:commit_mask=true"),
+    "dynamic-dllm-released-parallel": ("dcu-released", "apd-released:mode=global"),
 }
 
 
@@ -75,10 +78,18 @@ def resolve_row(name: str) -> Row:
     return row
 
 
-def available_presets() -> list[str]:
-    """Presets whose policies are all registered in this installation."""
+#: presets run only when named (``--presets``): the released-code rows decode one sequence of a
+#: LLaDA-layout model at a time, so they are not part of the default grid
+OPT_IN = ("dynamic-dllm-released", "dynamic-dllm-released-parallel")
+
+
+def available_presets(opt_in: bool = False) -> list[str]:
+    """Presets whose policies are all registered in this installation (the default grid; with
+    ``opt_in`` also the :data:`OPT_IN` ones)."""
     out = []
     for name in PRESETS:
+        if name in OPT_IN and not opt_in:
+            continue
         try:
             resolve_row(name)
         except ValueError:

@@ -28,12 +28,13 @@ def split_rows(text: str) -> list[str]:
 def cmd_bench(args) -> int:
     import torch
 
-    from .bench import PRESETS, available_presets, init_distributed, resolve_row, run_bench
+    from .bench import OPT_IN, PRESETS, available_presets, init_distributed, resolve_row, run_bench
     from .tasks import make_task
 
     if args.list_presets:
         for name, (cache, unmask) in PRESETS.items():
-            print(f"{name:<22} cache={cache:<12} unmask={unmask}")
+            note = "  (only when named: batch 1, LLaDA layout)" if name in OPT_IN else ""
+            print(f"{name:<31} cache={cache:<12} unmask={unmask}{note}")
         return 0
     for name, value in (("--limit", args.limit), ("--batch-size", args.batch_size), ("--repeats", args.repeats),
                         ("--threads", args.threads)):
