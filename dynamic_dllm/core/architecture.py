@@ -117,12 +117,15 @@ class DecoderModel(nn.Module, abc.ABC):
 
     Attributes every adapter sets: ``n_layers``, ``d_model``, ``n_heads``, ``n_kv_heads``,
     ``head_dim``, ``d_ff``, ``vocab_size``, ``rope_theta``, ``rope_full_precision``,
-    ``max_length``, ``mask_id``, ``eos_id``, ``pad_id``, ``logit_shift``.
+    ``max_length``, ``mask_id``, ``eos_id``, ``pad_id``, ``logit_shift``; and may set
+    ``sampling_defaults`` (what the family's own sampler uses for settings a caller leaves unset,
+    e.g. Dream's ``top_k``; read by samplers whose parameter is ``"checkpoint"``).
     """
 
     family: str = ""
     logit_shift: int = 0
     rope_full_precision: bool = True
+    sampling_defaults: dict = {}
 
     @abc.abstractmethod
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:

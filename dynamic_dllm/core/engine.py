@@ -101,7 +101,8 @@ def denoise(model: DecoderModel, input_ids: torch.Tensor, config: GenerationConf
     unmask_name = type(unmask_policy).__name__
     response_logits = getattr(unmask_policy, "logits_rows", "block") == "response"
     run = RunInfo(config=config, batch_size=B, prompt_length=P, length=L, n_layers=model.n_layers, d_model=model.d_model,
-                  mask_id=mask_id, eos_id=model.eos_id, logit_shift=shift, device=device, valid=valid)
+                  mask_id=mask_id, eos_id=model.eos_id, logit_shift=shift, device=device, valid=valid,
+                  sampling_defaults=dict(getattr(model, "sampling_defaults", {})))
     for policy in (*cache_policies, unmask_policy):
         clock(policy.start, run)
 

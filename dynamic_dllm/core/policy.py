@@ -54,6 +54,8 @@ class RunInfo:
     device: torch.device
     #: bool ``[B, L]``: False on left padding (fixed for the generation)
     valid: torch.Tensor
+    #: the model family sampler's effective defaults (``DecoderModel.sampling_defaults``)
+    sampling_defaults: dict = attrs.Factory(dict)
 
 
 class CachePolicy:

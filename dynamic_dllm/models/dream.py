@@ -58,6 +58,18 @@ class DreamLayer(nn.Module):
         self.mlp = DreamMLP(d, d_ff)
 
 
+#: transformers' ``PretrainedConfig`` generation defaults that a Dream ``config.json`` inherits
+INHERITED_SAMPLING = {"top_k": 50, "top_p": 1.0}
+
+
+def diffusion_generate_defaults(config: dict) -> dict:
+    """``top_k`` / ``top_p`` of Dream's ``diffusion_generate`` when the caller passes none: it builds
+    ``DreamGenerationConfig.from_model_config(model.config)``, so each is ``config.json``'s value
+    (``null``: dropped, i.e. no filter), else the inherited ``PretrainedConfig`` default (top_k 50,
+    top_p 1.0 = off). ``generation_config.json`` is not read for them."""
+    return {key: config[key] if key in config else inherited for key, inherited in INHERITED_SAMPLING.items()}
+
+
 class DreamModel(DecoderModel):
     family = "dream"
     logit_shift = 1
@@ -66,6 +78,7 @@ class DreamModel(DecoderModel):
     def __init__(self, config: dict):
         super().__init__()
         c = {**DREAM_CONFIG_DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
+        self.sampling_defaults = diffusion_generate_defaults(config)
         if c.get("tie_word_embeddings", False):
             raise ValueError("tie_word_embeddings=true is not supported: Dream checkpoints have an untied lm_head")
         self.config = c

@@ -2,7 +2,10 @@
 ``topk_margin``, ``entropy``), applied per block as Fast-dLLM's block variant does.
 
 Per block, ``timesteps = linspace(1, eps, steps_per_block + 1)``; step i has ``t = ts[i]``,
-``s = ts[i+1]``. Tokens come from ``sample_tokens``: logits / T, optional top-p / top-k filter,
+``s = ts[i+1]``. Tokens come from ``sample_tokens``: logits / T, optional top-p / top-k filter
+(by default the checkpoint's effective ones, as ``diffusion_generate`` called without them: top-k 50
+on a config.json that sets none — transformers' inherited default — which changes ``entropy`` and
+``margin`` confidences; ``top_k=none`` turns it off),
 argmax at T = 0 else a categorical draw; its confidence is the token's probability
 (``maskgit-plus``), ``p1 - p2`` (``margin``) or the negative entropy (``entropy``). Confidence
 rules commit ``int(n_masked * (1 - s/t))`` top-confidence masked positions (all at the last step;
@@ -15,7 +18,7 @@ the block still ends at its last step.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 import attrs
 import torch
@@ -40,23 +43,46 @@ def filter_top_k(logits: torch.Tensor, top_k: int) -> torch.Tensor:
     return logits.masked_fill(logits < kth, float("-inf"))
 
 
+CHECKPOINT = "checkpoint"
+
+
+def _top_k(instance, attribute, value):
+    if value in (None, CHECKPOINT):
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"top_k must be a positive integer, none or checkpoint; got {value!r}")
+
+
+def _top_p(instance, attribute, value):
+    if value in (None, CHECKPOINT):
+        return
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value <= 1:
+        raise ValueError(f"top_p must be a number in (0, 1], none or checkpoint; got {value!r}")
+
+
 @attrs.define
 class DreamSampler(UnmaskPolicy):
     """Dream ``maskgit_plus``: commit the most probable masked tokens on Dream's count schedule."""
 
     eps: float = attrs.field(default=1e-3, validator=attrs.validators.gt(0))
-    top_p: Optional[float] = None
-    top_k: Optional[int] = None
+    #: ``"checkpoint"``: what Dream's ``diffusion_generate`` uses for this checkpoint when the caller
+    #: passes nothing (:func:`~dynamic_dllm.models.dream.diffusion_generate_defaults`: top_k 50 unless
+    #: config.json says otherwise); ``None``: no filter
+    top_p: Union[float, str, None] = attrs.field(default=CHECKPOINT, validator=_top_p)
+    top_k: Union[int, str, None] = attrs.field(default=CHECKPOINT, validator=_top_k)
     alg_temp: Optional[float] = None
+    #: the filters in effect for this generation (``top_p`` / ``top_k`` with ``"checkpoint"`` resolved)
+    filters: dict = attrs.field(init=False, factory=dict, repr=False)
 
     def sample(self, state: StepState, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(tokens, probability of each token, filtered probabilities)."""
         T = state.config.temperature
         z = logits.float() / T if T > 0 else logits.float()
-        if self.top_p is not None and self.top_p < 1:
-            z = filter_top_p(z, self.top_p)
-        if self.top_k is not None:
-            z = filter_top_k(z, self.top_k)
+        top_p, top_k = self.filters["top_p"], self.filters["top_k"]
+        if top_p is not None and top_p < 1:
+            z = filter_top_p(z, top_p)
+        if top_k is not None:
+            z = filter_top_k(z, top_k)
         probs = torch.softmax(z, -1)
         # the mask token is never a choice (committing it would commit nothing); probabilities keep it
         choosable = probs.index_fill(-1, torch.tensor([state.mask_id], device=probs.device), 0.0)
@@ -73,6 +99,8 @@ class DreamSampler(UnmaskPolicy):
         return conf
 
     def start(self, run) -> None:
+        self.filters = {key: run.sampling_defaults.get(key) if value == CHECKPOINT else value
+                        for key, value in (("top_p", self.top_p), ("top_k", self.top_k))}
         n = run.config.steps_per_block
         ts = torch.linspace(1, self.eps, n + 1, dtype=torch.float64)
         #: ``1 - s/t`` per step of a block (host floats, computed once: no sync per step)
