@@ -25,7 +25,10 @@ DEFAULT_MODEL = "tiny"
 def load_model(name_or_path: Optional[str] = None, dtype: str = "float32", device: str = "cpu") -> LoadedModel:
     """A checkpoint folder (HF layout) or a registered name (``dynamic-dllm policies`` lists none;
     ``dynamic-dllm plugins`` shows who provides names)."""
-    name_or_path = name_or_path or DEFAULT_MODEL
+    if name_or_path is not None and not isinstance(name_or_path, (str, Path)):
+        raise ValueError(f"model must be a folder path or a registered name, got {type(name_or_path).__name__} "
+                         f"{repr(name_or_path)[:60]}")
+    name_or_path = str(name_or_path or DEFAULT_MODEL)
     config = GenerationConfig(dtype=dtype, device=device)
     path = Path(name_or_path)
     if not path.is_dir():
@@ -38,6 +41,9 @@ def encode_prompts(tokenizer, prompts: Union[str, Sequence[str]], chat: bool = T
     is wrapped as one user turn followed by the assistant header (LLaDA-Instruct's format)."""
     if isinstance(prompts, str):
         prompts = [prompts]
+    if not isinstance(prompts, (list, tuple)):
+        raise ValueError(f"prompts must be a string, a list of strings or a [B, P] id tensor, got "
+                         f"{type(prompts).__name__}" + (" (convert with torch.as_tensor)" if hasattr(prompts, "shape") else ""))
     if not prompts or any(not isinstance(p, str) or not p for p in prompts):
         raise ValueError("prompts must be non-empty strings")
     if chat and getattr(tokenizer, "chat_template", None):
@@ -48,16 +54,25 @@ def encode_prompts(tokenizer, prompts: Union[str, Sequence[str]], chat: bool = T
     return enc["input_ids"], enc["attention_mask"]
 
 
-def generate(lm: Union[LoadedModel, str, None], prompts: Union[str, Sequence[str], torch.Tensor], cache="none",
+def generate(lm: Union[LoadedModel, str, None], prompts: Union[str, Sequence[str], torch.Tensor], *, cache="none",
              unmask="low-confidence", config: Optional[GenerationConfig] = None, attention_mask: Optional[torch.Tensor] = None,
              chat: bool = True, progress=None, **config_fields) -> GenerationResult:
     """Generate for text prompts (or a ``[B, P]`` id tensor). ``cache`` is a cache spec string
     (``"dcu:budget=32+window"``) or policy instances; ``unmask`` a spec string or an instance.
-    Every input is validated before the model runs."""
+    Everything after ``prompts`` is keyword-only. Every input is validated before the model runs."""
     if config is None:
         config = GenerationConfig(**config_fields)
+    elif not isinstance(config, GenerationConfig):
+        raise ValueError(f"config must be a GenerationConfig, got {type(config).__name__}"
+                         + (" (pass its fields as keywords: generate(lm, prompts, gen_length=64, ...))" if isinstance(config, dict) else ""))
     elif config_fields:
         raise ValueError(f"pass either config or config fields, not both (got {sorted(config_fields)})")
+    if not isinstance(chat, bool):
+        raise ValueError(f"chat must be True or False, got {chat!r}")
+    if attention_mask is not None and not isinstance(attention_mask, torch.Tensor):
+        raise ValueError(f"attention_mask must be a [B, P] tensor or None, got {type(attention_mask).__name__}")
+    if isinstance(prompts, torch.Tensor) and (prompts.dim() != 2 or prompts.dtype.is_floating_point or prompts.dtype == torch.bool):
+        raise ValueError(f"an id tensor prompt must be [B, P] of integer ids, got {tuple(prompts.shape)} {prompts.dtype}")
     registry = get_registry()
     cache_policies = registry.make_cache_policies(cache)
     unmask_policy = registry.make_unmask_policy(unmask)

@@ -17,6 +17,24 @@ import sys
 COMMAND_MODULES = ("dynamic_dllm.cli", "dynamic_dllm.tasks.cli", "dynamic_dllm.evaluation.cli")
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer ≥ 1 (``--threads 0`` is exit 2 with one line)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """``--threads N``: torch CPU threads for the command, default 1 (GPU runs need no more; on a shared
+    2-core machine two threads run many times slower than one)."""
+    parser.add_argument("--threads", type=positive_int, default=1,
+                        help="torch CPU threads (default: %(default)s; raise it on an idle many-core CPU)")
+
+
 def _print_json(obj) -> None:
     print(json.dumps(obj, indent=None if not sys.stdout.isatty() else 2))
 
@@ -91,7 +109,7 @@ def add_parser(sub) -> None:
     g.add_argument("--unmask", default="low-confidence", help="unmask spec, e.g. low-confidence or threshold:threshold=0.9")
     g.add_argument("--gen-length", type=int, default=128)
     g.add_argument("--block-length", type=int, default=32)
-    g.add_argument("--steps", type=int, default=128)
+    g.add_argument("--steps", type=int, default=None, help="denoising steps in all (default: --gen-length, one token per step)")
     g.add_argument("--temperature", type=float, default=0.0)
     g.add_argument("--cfg-scale", type=float, default=0.0)
     g.add_argument("--seed", type=int, default=0)
@@ -102,6 +120,7 @@ def add_parser(sub) -> None:
     g.add_argument("--compile", action="store_true",
                    help="compile the per-layer compute with torch.compile (the first generation pays for compiling)")
     g.add_argument("--json", action="store_true", help="print one JSON object with text, tokens and stats")
+    add_threads_option(g)
     g.set_defaults(func=cmd_generate)
     p = sub.add_parser("policies", help="list registered cache and unmask policies")
     p.add_argument("--json", action="store_true")
@@ -122,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "threads", None) is not None:
+            import torch
+
+            torch.set_num_threads(args.threads)
         return args.func(args)
     except (ValueError, OSError, RuntimeError) as exc:
         print(f"error: {_one_line(exc)}", file=sys.stderr)

@@ -26,15 +26,6 @@ OUTPUT_FIELDS = ("task", "preset", "cache", "unmask", "index", "id", "target", "
 SMALL = dict(gen_length=32, block_length=16, steps=32)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tiny models are overhead-bound: one thread is faster, and far faster on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _outputs(records):
     return [{k: r.get(k) for k in OUTPUT_FIELDS} for r in records]
 

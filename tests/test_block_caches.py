@@ -18,16 +18,6 @@ from dynamic_dllm.policies.no_cache import NoCache
 from dynamic_dllm.policies.sparse_dllm import SparseDllm, select_keys
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run faster on one thread, and two OpenMP threads on shared cores spin badly
-    (10x slower under load)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="session")
 def llada_live(llada):
     """The session LLaDA with a unit final norm: the random checkpoint builder zero-initialises

@@ -18,14 +18,6 @@ from dynamic_dllm.policies.dllm_cache import DllmCache
 GEN = dict(gen_length=32, block_length=8, steps=32)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def padded_batch(model, seed=0):
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(1, min(model.vocab_size, 200), (2, 9), generator=g)

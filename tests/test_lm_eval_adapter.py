@@ -60,13 +60,9 @@ def task_dir(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def _offline_one_thread(monkeypatch):
+def _offline(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models are overhead-bound
-    yield
-    torch.set_num_threads(n)
 
 
 def _evaluate(lm, task_dir, task):

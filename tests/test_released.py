@@ -7,7 +7,7 @@ its cache hooks, fp32, one thread) on random LLaDA checkpoints built by
 registry names and must match token for token with equal NFE. The released low-confidence loop
 may pick ``[MASK]`` on these random checkpoints, so it runs as ``low-confidence:commit_mask=true``
 (the reference loop exactly). The 4-layer cases run by default; the 32-layer ones are ``slow``.
-They run on one thread, as recorded: input-score dynamics at forward 2 compare a vector with itself,
+They run on one thread (tests/conftest.py), as recorded: input-score dynamics at forward 2 compare a vector with itself,
 so the top-B among rounding noise depends on how the matmuls were split over threads.
 """
 
@@ -56,16 +56,8 @@ def _cases():
         yield pytest.param(name, id=name, marks=[pytest.mark.slow] if slow else [])
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("name", list(_cases()))
-def test_matches_released_code(released_models, one_thread, name):
+def test_matches_released_code(released_models, name):
     want = RECORD["cases"][name]
     cache, unmask, gen_length, block_length = specs(name)
     out = dd.generate(released_models[name.split("/")[0]], torch.tensor([RECORD["prompt"]]), cache=cache,

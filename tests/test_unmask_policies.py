@@ -16,16 +16,6 @@ from dynamic_dllm.policies.compose import ComposedPolicy, RulePolicy
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a busy machine a second thread's
-    spin-waiting costs ~40x CPU time (measured); restore the session's setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def prompts(n=2, length=6, seed=0):
     return torch.randint(0, 200, (n, length), generator=torch.Generator().manual_seed(seed))
 

@@ -24,14 +24,6 @@ from dynamic_dllm.policies.threshold import ThresholdDecoding
 P = 2  # prompt length of the synthetic canvas
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a busy machine a second thread's
-    spin-waiting costs ~40x CPU time (measured); restore the session's setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 KINDS = ("random", "peaked", "equal", "onehot", "onehot-mask", "mixed")
 
 

@@ -108,13 +108,29 @@ class Registry:
     def checkpoint(self, name: str) -> Entry:
         found = self.checkpoints()
         if name not in found:
-            raise ValueError(f"unknown model {name!r}: not a folder and not a registered name; known names: {', '.join(sorted(found))}")
+            hint = ""
+            if "/" in name and not name.startswith((".", "/", "~")) and name.count("/") == 1:
+                hint = (" — it looks like a Hugging Face hub id: only local folders load (nothing is downloaded);"
+                        f" on a connected machine run `huggingface-cli download {name} --local-dir DIR` and pass DIR")
+            raise ValueError(f"unknown model {name!r}: not a folder and not a registered name{hint}; known names: "
+                             f"{', '.join(sorted(found))}")
         return found[name]
 
     def make_cache_policies(self, spec) -> list:
-        """Instances for a cache spec string (``+``-composed) or a list of ready instances."""
+        """Instances for a cache spec string (``+``-composed), one ready instance or a non-empty list
+        / tuple of them (checked by :func:`~dynamic_dllm.core.policy.check_policy`); a value that
+        cannot be either (None, a number, a list of strings, …) is a ValueError naming it."""
+        if isinstance(spec, (list, tuple)):
+            if not spec:
+                raise ValueError("cache=[] names no policy; use cache='none' to recompute everything")
+            for p in spec:
+                _not_a_value(p, "cache list entry", " (compose names in one spec string: 'dcu+window')")
+            if len({id(p) for p in spec}) != len(spec):
+                raise ValueError("the same cache policy instance appears twice in cache=[...]")
+            return list(spec)
         if not isinstance(spec, str):
-            return list(spec) if isinstance(spec, (list, tuple)) else [spec]
+            _not_a_value(spec, "cache", " (a spec string such as 'dual' or 'dcu+window', or CachePolicy instances)")
+            return [spec]
         known = self.cache_policies()
         out = []
         for name, params in parse_spec(spec):
@@ -122,7 +138,9 @@ class Registry:
         return out
 
     def make_unmask_policy(self, spec):
+        """The instance for an unmask spec string naming one policy, or a ready UnmaskPolicy."""
         if not isinstance(spec, str):
+            _not_a_value(spec, "unmask", " (a spec string such as 'low-confidence' or 'apd', or an UnmaskPolicy instance)")
             return spec
         parts = parse_spec(spec)
         if len(parts) != 1:
@@ -132,6 +150,13 @@ class Registry:
         if len(policies) != 1:
             raise ValueError(f"unmask preset {name!r} expands to {len(policies)} policies; an unmask preset must name one")
         return policies[0]
+
+
+def _not_a_value(obj, what: str, hint: str) -> None:
+    """A ValueError for plain data where a policy object belongs (strings, numbers, None,
+    containers, tensors); policy objects themselves are checked by ``check_policy``."""
+    if obj is None or isinstance(obj, (str, bytes, int, float, complex, dict, set, list, tuple)) or hasattr(obj, "shape"):
+        raise ValueError(f"{what} must be a policy, got {type(obj).__name__} {repr(obj)[:60]}{hint}")
 
 
 def _instantiate(known: dict[str, Entry], name: str, params: dict, kind: str) -> list:

@@ -29,9 +29,9 @@ def _non_negative_number(instance, attribute, value):
         raise ValueError(f"{attribute.name} must be a finite number >= 0, got {value!r}")
 
 
-def _integer(instance, attribute, value):
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ValueError(f"{attribute.name} must be an integer, got {value!r}")
+def _seed(instance, attribute, value):
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2 ** 63:
+        raise ValueError(f"{attribute.name} must be an integer in [0, 2^63), got {value!r}")
 
 
 def _available_device(instance, attribute, value):
@@ -64,9 +64,10 @@ class GenerationConfig:
 
     gen_length: int = attrs.field(default=128, validator=_positive)
     block_length: int = attrs.field(default=32, validator=_positive)
-    steps: int = attrs.field(default=128, validator=_positive)
+    #: None (default): ``gen_length`` — one token per step
+    steps: Optional[int] = attrs.field(default=None, validator=attrs.validators.optional(_positive))
     temperature: float = attrs.field(default=0.0, validator=_non_negative_number)
-    seed: int = attrs.field(default=0, validator=_integer)
+    seed: int = attrs.field(default=0, validator=_seed)
     cfg_scale: float = attrs.field(default=0.0, validator=_non_negative_number)
     stop_at_eos: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
     dtype: str = attrs.field(default="float32", validator=attrs.validators.in_(tuple(_DTYPES)))
@@ -75,6 +76,8 @@ class GenerationConfig:
     compile: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
 
     def __attrs_post_init__(self):
+        if self.steps is None:
+            object.__setattr__(self, "steps", self.gen_length)
         if self.gen_length % self.block_length:
             raise ValueError(
                 f"gen_length={self.gen_length} is not a multiple of block_length={self.block_length}"
@@ -84,6 +87,11 @@ class GenerationConfig:
             raise ValueError(
                 f"steps={self.steps} is fewer than the number of blocks {self.num_blocks}"
                 f" (gen_length={self.gen_length} / block_length={self.block_length}); every block needs a step"
+            )
+        if self.steps > self.gen_length:
+            raise ValueError(
+                f"steps={self.steps} exceeds gen_length={self.gen_length}: at most one step per generated token"
+                " (more steps than tokens only add steps that commit nothing)"
             )
         if self.steps % self.num_blocks:
             raise ValueError(

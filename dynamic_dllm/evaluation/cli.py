@@ -36,16 +36,13 @@ def cmd_bench(args) -> int:
             note = "  (only when named: batch 1, LLaDA layout)" if name in OPT_IN else ""
             print(f"{name:<31} cache={cache:<12} unmask={unmask}{note}")
         return 0
-    for name, value in (("--limit", args.limit), ("--batch-size", args.batch_size), ("--repeats", args.repeats),
-                        ("--threads", args.threads)):
+    for name, value in (("--limit", args.limit), ("--batch-size", args.batch_size), ("--repeats", args.repeats)):
         if value is not None and value <= 0:
             raise ValueError(f"{name} must be a positive integer, got {value}")
     # rows are ';'-separated since user specs may contain commas (dcu:budget=16,score=input+window/apd)
     rows = [resolve_row(r) for r in (split_rows(args.presets) if args.presets else available_presets())]
     tasks = [make_task(t, data_dir=args.data_dir, allow_code_execution=args.allow_code_execution,
                        gpqa_subset=args.gpqa_subset) for t in _csv(args.tasks)]
-    if args.threads:
-        torch.set_num_threads(args.threads)
     dist = init_distributed(args.device)
     if dist.world_size > 1 and args.device == "cuda":  # one GPU per process
         import os
@@ -92,6 +89,8 @@ def _report(args, lm, tasks, rows, dist, result, t0) -> int:
     if args.json:
         print(json.dumps(result["summary"]))
     else:
+        print(f"model {args.model or 'tiny (embedded)'} | {dist.world_size} process(es) | torch threads "
+              f"{torch.get_num_threads()} | batch size {args.batch_size} | repeats {args.repeats}")
         print(result["table"])
         print(f"[records and summary (JSON, CSV) in {out}]", file=sys.stderr)
     return 0
@@ -128,6 +127,8 @@ def _plots(args, lm, tasks, rows, result) -> None:
 
 
 def add_parser(sub) -> None:
+    from ..cli import add_threads_option
+
     b = sub.add_parser("bench", help="presets x tasks on one model: accuracy, tokens/s, speedup, agreement (paper table)")
     b.add_argument("--model", default=None, help="checkpoint folder or registered name (default: the embedded model)")
     b.add_argument("--tasks", default="tiny-suite",
@@ -156,7 +157,7 @@ def add_parser(sub) -> None:
                    help="allow humaneval to execute model-generated code (subprocess, timeout, memory limit)")
     b.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     b.add_argument("--device", default="cpu")
-    b.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_threads_option(b)
     b.add_argument("--out", default="bench_results", help="folder for records/summary JSON+CSV and the table")
     b.add_argument("--plot", default=None, metavar="DIR", help="write frontier.png and recompute_heatmap.png here")
     b.add_argument("--json", action="store_true", help="print the summary as JSON instead of the table")

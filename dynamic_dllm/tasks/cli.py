@@ -28,8 +28,6 @@ def cmd_eval_tiny(args) -> int:
     from .tiny_suite import heldout_items
     from .training import evaluate
 
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
     lm = load_model(args.model)
     items = heldout_items(args.n, tasks=args.tasks.split(",") if args.tasks else None)
     with tqdm(total=len(items), disable=args.no_progress, file=sys.stderr) as bar:
@@ -45,6 +43,8 @@ def cmd_eval_tiny(args) -> int:
 
 
 def add_parser(sub) -> None:
+    from ..cli import add_threads_option
+
     t = sub.add_parser("train-tiny", help="train the tiny LLaDA-architecture model on the synthetic task suite")
     t.add_argument("--out", required=True, help="output checkpoint folder (HF layout); the best one goes to OUT/best")
     t.add_argument("--steps", type=int, default=3200, help="optimizer steps the LR schedule is planned over")
@@ -59,7 +59,7 @@ def add_parser(sub) -> None:
     t.add_argument("--eval-every", type=int, default=500)
     t.add_argument("--eval-items", type=int, default=24, help="held-out items scored at each evaluation")
     t.add_argument("--eval-gen-length", type=int, default=64, help="tokens decoded by the periodic evaluations")
-    t.add_argument("--threads", type=int, default=1, help="torch threads (1 is faster than 2 on a shared 2-core machine)")
+    add_threads_option(t)
     t.add_argument("--time-limit-min", type=float, default=None, help="stop (and save) after this many minutes")
     t.add_argument("--init-from", default=None, help="continue from this checkpoint folder instead of random weights")
     t.add_argument("--log", default=None, help="JSON-lines log (default OUT/train_log.jsonl)")
@@ -76,7 +76,7 @@ def add_parser(sub) -> None:
     e.add_argument("--block-length", type=int, default=32)
     e.add_argument("--steps", type=int, default=None, help="default: gen-length (one token per step)")
     e.add_argument("--batch-size", type=int, default=64)
-    e.add_argument("--threads", type=int, default=None)
+    add_threads_option(e)
     e.add_argument("--json", action="store_true")
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=cmd_eval_tiny)
