@@ -1,0 +1,136 @@
+"""Bad and edge inputs: one clear ValueError (CLI: exit 2 and one ``error:`` line) naming the value
+and the rule, before any compute — or a run that terminates with valid output. Never another
+exception."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import dynamic_dllm as dd
+from dynamic_dllm.cli import main
+from dynamic_dllm.core.spec import parse_spec
+
+SMALL = dict(gen_length=8, block_length=4, steps=8)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return dd.load_model("tiny")
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("dcu:budget=4,budget=8", "parameter 'budget' given twice"),
+    ("none+none", "policy 'none' appears twice"),
+    ("dcu:budget=", "empty value for budget"),
+    ("apd:tau0=1e-400", "tau0=1e-400 underflows"),
+    ("apd:tau0=1e400", "tau0=1e400 overflows"),
+])
+def test_spec_parser_rejects(spec, message):
+    with pytest.raises(ValueError, match=message):
+        parse_spec(spec)
+
+
+@pytest.mark.parametrize("spec", ["dcu:budget=４", "dcu:budget=1_0", "maskgit-plus:top_k=abc", "maskgit-plus:top_k=0",
+                                  "maskgit-plus:top_k=1.5", "entropy:top_p=nan", "entropy:top_p=0"])
+def test_non_numbers_reach_the_validator_named(spec):
+    kind = "cache" if spec.startswith("dcu") else "unmask"
+    registry = dd.get_registry()
+    with pytest.raises(ValueError) as info:
+        registry.make_cache_policies(spec) if kind == "cache" else registry.make_unmask_policy(spec)
+    value = spec.split("=", 1)[1]
+    assert value in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("cache", [None, 5, [], ["dcu", "window"], torch.ones(2, 3)])
+def test_cache_must_be_a_spec_or_policies(tiny, cache):
+    with pytest.raises(ValueError, match="cache"):
+        dd.generate(tiny, "hi", cache=cache, **SMALL)
+
+
+def test_unmask_none_is_rejected(tiny):
+    with pytest.raises(ValueError, match="unmask must be a policy, got NoneType"):
+        dd.generate(tiny, "hi", unmask=None, **SMALL)
+
+
+def test_positional_arguments_after_prompts_are_refused(tiny):
+    ids, mask = dd.encode_prompts(tiny.tokenizer, ["hi", "there"])
+    with pytest.raises(TypeError):
+        dd.generate(tiny, ids, mask)  # the mask used to become the cache policy
+
+
+@pytest.mark.parametrize("prompts, message", [
+    (5, "prompts must be a string"), (np.array([[1, 2]]), "convert with torch.as_tensor"),
+    ((p for p in ["a"]), "prompts must be a string"), ([], "non-empty strings"), (["ok", ""], "non-empty strings"),
+    (torch.ones(3), "must be \\[B, P\\] of integer ids"), (torch.ones(1, 3), "must be \\[B, P\\] of integer ids"),
+])
+def test_prompt_types(tiny, prompts, message):
+    with pytest.raises(ValueError, match=message):
+        dd.generate(tiny, prompts, **SMALL)
+
+
+def test_config_dict_lm_number_and_hub_id(tiny):
+    with pytest.raises(ValueError, match="config must be a GenerationConfig, got dict"):
+        dd.generate(tiny, "hi", config={"gen_length": 8})
+    with pytest.raises(ValueError, match="model must be a folder path or a registered name, got int"):
+        dd.generate(5, "hi", **SMALL)
+    with pytest.raises(ValueError, match="huggingface-cli download GSAI-ML/LLaDA-8B-Instruct"):
+        dd.load_model("GSAI-ML/LLaDA-8B-Instruct")
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(seed=-1), "seed must be an integer in \\[0, 2\\^63\\), got -1"),
+    (dict(seed=2 ** 64), "seed must be an integer in"),
+    (dict(gen_length=8, block_length=4, steps=10 ** 9), "steps=1000000000 exceeds gen_length=8"),
+])
+def test_config_bounds(fields, message):
+    with pytest.raises(ValueError, match=message):
+        dd.GenerationConfig(**fields)
+
+
+def test_steps_default_to_gen_length():
+    assert dd.GenerationConfig(gen_length=32, block_length=8).steps == 32
+
+
+@pytest.mark.parametrize("argv", [["generate", "hi", "--threads", "0"], ["bench", "--threads", "-2"],
+                                  ["eval-tiny", "--threads", "x"]])
+def test_threads_must_be_positive(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert "--threads: must be a positive integer" in capsys.readouterr().err
+
+
+# --- property: random specs and config values --------------------------------------------------
+
+NAMES = ["none", "dual", "prefix", "dcu", "window", "dllm-cache", "dkv-cache", "sparse-dllm", "nope"]
+UNMASKS = ["low-confidence", "threshold", "factor", "apd", "entropy", "maskgit-plus", "eb-sampler", "nada"]
+KEYS = ["budget", "size", "score", "threshold", "factor", "tau0", "top_k", "eps", "ratio", "bogus"]
+VALUES = ["0", "1", "-1", "2", "0.5", "1e-400", "nan", "inf", "abc", "true", "none", "４", "1_0", "", "3.0"]
+
+
+@st.composite
+def specs(draw, names):
+    parts = []
+    for name in draw(st.lists(st.sampled_from(names), min_size=1, max_size=2)):
+        params = draw(st.lists(st.tuples(st.sampled_from(KEYS), st.sampled_from(VALUES)), max_size=2))
+        parts.append(name + (":" + ",".join(f"{k}={v}" for k, v in params) if params else ""))
+    return "+".join(parts)
+
+
+@settings(max_examples=40, deadline=None)
+@given(cache=specs(NAMES), unmask=specs(UNMASKS),
+       gen_length=st.sampled_from([0, 4, 8, -8]), block_length=st.sampled_from([0, 4, 3]),
+       steps=st.sampled_from([None, 0, 2, 4, 8, 9]), seed=st.sampled_from([0, -1, 3]))
+def test_random_specs_and_configs_fail_cleanly_or_run(tiny, cache, unmask, gen_length, block_length, steps, seed):
+    try:
+        out = dd.generate(tiny, "hi", cache=cache, unmask=unmask, gen_length=gen_length, block_length=block_length,
+                          steps=steps, seed=seed)
+    except ValueError as exc:
+        assert str(exc) and "\n" not in str(exc)
+        return
+    assert out.tokens.shape == (1, gen_length)
+    assert not bool((out.tokens == tiny.model.mask_id).any())
