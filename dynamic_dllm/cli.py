@@ -50,8 +50,20 @@ def cmd_generate(args) -> int:
 
     registry = get_registry()  # resolve the policy specs before loading anything heavy
     cache, unmask = registry.make_cache_policies(args.cache), registry.make_unmask_policy(args.unmask)
+    prompt = args.prompt
+    if prompt == "-":
+        prompt = sys.stdin.read().rstrip("\n")
+        if not prompt.strip():
+            raise ValueError("the prompt read from stdin is empty")
     lm = load_model(args.model, dtype=config.dtype, device=config.device)
-    result = generate(lm, args.prompt, cache=cache, unmask=unmask, config=config, chat=not args.no_chat)
+    if args.progress:
+        from tqdm import tqdm
+
+        with tqdm(total=config.gen_length, unit="tok", file=sys.stderr) as bar:
+            result = generate(lm, prompt, cache=cache, unmask=unmask, config=config, chat=not args.no_chat,
+                              progress=bar.update)
+    else:
+        result = generate(lm, prompt, cache=cache, unmask=unmask, config=config, chat=not args.no_chat)
     s = result.stats
     if args.json:
         _print_json({
@@ -102,20 +114,24 @@ def cmd_plugins(args) -> int:
 
 
 def add_parser(sub) -> None:
-    g = sub.add_parser("generate", help="generate text for one prompt")
-    g.add_argument("prompt")
-    g.add_argument("--model", default=None, help="checkpoint folder or registered name (default: the embedded model)")
-    g.add_argument("--cache", default="none", help="cache spec, e.g. none or dcu:budget=32+window:size=32")
-    g.add_argument("--unmask", default="low-confidence", help="unmask spec, e.g. low-confidence or threshold:threshold=0.9")
-    g.add_argument("--gen-length", type=int, default=128)
-    g.add_argument("--block-length", type=int, default=32)
+    g = sub.add_parser("generate", help="generate text for one prompt",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Decode one prompt with a cache policy and an unmask policy; the text goes to stdout, "
+                                   "a stats line to stderr. `dynamic-dllm policies` lists the policy names.")
+    g.add_argument("prompt", help="the prompt text; '-' reads it from stdin")
+    g.add_argument("--model", default=None, help="checkpoint folder or registered name (default: the embedded tiny model)")
+    g.add_argument("--cache", default="none", help="cache spec, e.g. dual or dcu:budget=32+window:size=32")
+    g.add_argument("--unmask", default="low-confidence", help="unmask spec, e.g. apd or threshold:threshold=0.9")
+    g.add_argument("--gen-length", type=int, default=128, help="tokens to generate")
+    g.add_argument("--block-length", type=int, default=32, help="tokens per semi-autoregressive block")
     g.add_argument("--steps", type=int, default=None, help="denoising steps in all (default: --gen-length, one token per step)")
-    g.add_argument("--temperature", type=float, default=0.0)
-    g.add_argument("--cfg-scale", type=float, default=0.0)
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    g.add_argument("--cfg-scale", type=float, default=0.0, help="classifier-free guidance scale (0 = off)")
+    g.add_argument("--seed", type=int, default=0, help="sampling seed, in [0, 2^63)")
     g.add_argument("--stop-at-eos", action="store_true", help="stop after the block in which every row produced EOS")
-    g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    g.add_argument("--device", default="cpu")
+    g.add_argument("--progress", action="store_true", help="show a progress bar over the generated tokens on stderr")
+    g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="weights and compute dtype")
+    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
     g.add_argument("--no-chat", action="store_true", help="do not wrap the prompt in the chat template")
     g.add_argument("--compile", action="store_true",
                    help="compile the per-layer compute with torch.compile (the first generation pays for compiling)")

@@ -134,3 +134,51 @@ def test_random_specs_and_configs_fail_cleanly_or_run(tiny, cache, unmask, gen_l
         return
     assert out.tokens.shape == (1, gen_length)
     assert not bool((out.tokens == tiny.model.mask_id).any())
+
+
+# --- damaged checkpoints: the file and the field named at load -----------------------------------
+
+
+def _damaged(tmp_path, base, edit):
+    import shutil
+
+    folder = tmp_path / "damaged"
+    shutil.copytree(base, folder)
+    edit(folder)
+    return folder
+
+
+def _config(change):
+    import json
+
+    def edit(folder):
+        (folder / "config.json").write_text(json.dumps(change(json.loads((folder / "config.json").read_text()))))
+    return edit
+
+
+def _weights(change):
+    from safetensors.torch import load_file, save_file
+
+    def edit(folder):
+        f = next(folder.glob("*.safetensors"))
+        state = load_file(str(f))
+        change(state)
+        save_file(state, str(f))
+    return edit
+
+
+@pytest.mark.parametrize("edit, message", [
+    (_config(lambda c: [c]), "config.json must hold a JSON object, got a list"),
+    (_config(lambda c: {**c, "d_model": "64"}), "config.json: d_model must be a positive integer, got '64'"),
+    (_config(lambda c: {**c, "n_heads": 0}), "config.json: n_heads must be a positive integer, got 0"),
+    (_config(lambda c: {**c, "mask_token_id": -1}), "config.json: mask_token_id must be a token id in"),
+    (lambda f: (f / "tokenizer.json").unlink(), "no tokenizer — none of tokenizer.json"),
+    (_weights(lambda s: s.__setitem__("model.transformer.ln_f.weight", torch.zeros(3))),
+     "weight model.transformer.ln_f.weight has shape \\(3,\\), config.json implies \\(64,\\)"),
+    (_weights(lambda s: s["model.transformer.ln_f.weight"].fill_(float("nan"))),
+     "weight model.transformer.ln_f.weight holds NaN"),
+])
+def test_damaged_checkpoint_fails_at_load(tmp_path, llada_dir, edit, message):
+    with pytest.raises(ValueError, match=message) as info:
+        dd.load_model(str(_damaged(tmp_path, llada_dir, edit)))
+    assert str(tmp_path) in str(info.value) and "\n" not in str(info.value)

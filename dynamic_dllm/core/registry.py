@@ -79,7 +79,8 @@ class Registry:
                                      f" plugin {_plugin!r} (names must be unique; rename one)")
                 if not summary:
                     doc = obj.summary if isinstance(obj, Alias) else (inspect.getdoc(obj) or "")
-                    summary = doc.splitlines()[0] if doc else ""
+                    summary = doc.split("\n\n")[0].replace("\n", " ") if doc else ""  # the first paragraph
+                summary = summary.replace("``", "")  # reST literals read as plain text in a terminal
                 found[name] = Entry(name=name, kind=kind, plugin=_plugin, summary=summary, obj=obj)
             impl.function(register=register)
         return found

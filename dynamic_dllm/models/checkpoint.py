@@ -32,6 +32,10 @@ class LoadedModel:
     path: Optional[Path] = None
 
 
+#: files AutoTokenizer builds a tokenizer from (one must be there)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tiktoken.model")
+
+
 def _reading(path: Path, read):
     """``read()``, with whatever a third-party reader raises on a damaged file (json, safetensors,
     transformers) turned into one ``ValueError`` line naming the file."""
@@ -46,7 +50,10 @@ def read_config(folder: Path) -> dict:
     path = Path(folder) / "config.json"
     if not path.is_file():
         raise ValueError(f"{folder} is not a checkpoint folder: config.json not found")
-    return _reading(path, lambda: json.loads(path.read_text()))
+    config = _reading(path, lambda: json.loads(path.read_text()))
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} must hold a JSON object, got a {type(config).__name__}")
+    return config
 
 
 def read_state_dict(folder: Path) -> dict:
@@ -75,18 +82,29 @@ def load_checkpoint(folder, dtype: torch.dtype = torch.float32, device: str = "c
     folder = Path(folder)
     config = read_config(folder)
     model_cls = get_registry().model_class(str(config.get("model_type", "")))
-    with torch.device("meta"):
-        model = model_cls(config)
+    try:
+        with torch.device("meta"):
+            model = model_cls(config)
+    except ValueError as exc:  # the adapter's config checks: name the folder too
+        raise ValueError(f"{folder}/{exc}" if str(exc).startswith("config.json") else f"{folder}: {exc}") from None
     state = read_state_dict(folder)
-    expected = set(model.state_dict())
-    missing, unexpected = expected - set(state), set(state) - expected
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing, unexpected = set(shapes) - set(state), set(state) - set(shapes)
     if missing or unexpected:
         raise ValueError(
             f"{folder}: weights do not match the {model_cls.family} layout;"
             f" missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
         )
+    for key, tensor in state.items():
+        if tuple(tensor.shape) != shapes[key]:
+            raise ValueError(f"{folder}: weight {key} has shape {tuple(tensor.shape)}, config.json implies {shapes[key]}")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"{folder}: weight {key} holds NaN or infinite values")
     model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, assign=True)
     model.to(device).eval().requires_grad_(False)
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise ValueError(f"{folder}: no tokenizer — none of {', '.join(TOKENIZER_FILES)} is in the folder"
+                         " (copy the checkpoint's tokenizer files next to config.json)")
     tokenizer = _reading(folder / "tokenizer.json", lambda: _load_tokenizer(AutoTokenizer, folder))
     tokenizer.padding_side = "left"
     _check_special_ids(model, tokenizer, folder)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..core.architecture import DecoderModel, LayerParts, RMSNorm
+from ..core.validators import check_config_fields
 
 DREAM_CONFIG_DEFAULTS = {
     "hidden_size": 3584,
@@ -78,6 +79,10 @@ class DreamModel(DecoderModel):
     def __init__(self, config: dict):
         super().__init__()
         c = {**DREAM_CONFIG_DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
+        check_config_fields(c, positive=("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                                         "num_key_value_heads", "vocab_size", "max_position_embeddings"),
+                            numbers=("rope_theta", "rms_norm_eps"), token_ids=("mask_token_id", "eos_token_id", "pad_token_id"),
+                            vocab=c.get("vocab_size"))
         self.sampling_defaults = diffusion_generate_defaults(config)
         if c.get("tie_word_embeddings", False):
             raise ValueError("tie_word_embeddings=true is not supported: Dream checkpoints have an untied lm_head")

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..core.architecture import DecoderModel, LayerParts, RMSNorm
+from ..core.validators import check_config_fields
 
 #: config.json fields this adapter reads (LLaDA's own names) and their defaults.
 LLADA_CONFIG_DEFAULTS = {
@@ -55,6 +56,10 @@ class LLaDAModel(DecoderModel):
     def __init__(self, config: dict):
         super().__init__()
         c = {**LLADA_CONFIG_DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
+        check_config_fields(c, positive=("d_model", "n_layers", "n_heads", "n_kv_heads", "mlp_hidden_size", "vocab_size",
+                                         "embedding_size", "max_sequence_length"),
+                            numbers=("rope_theta", "rms_norm_eps"), token_ids=("mask_token_id", "eos_token_id", "pad_token_id"),
+                            vocab=c.get("embedding_size") or c.get("vocab_size"))
         if c.get("block_type", "llama") != "llama" or c.get("include_bias", False):
             raise ValueError(
                 f"unsupported LLaDA variant: block_type={c.get('block_type')!r}, include_bias={c.get('include_bias')!r}"
