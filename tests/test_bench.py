@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from dynamic_dllm.cli import main
 from dynamic_dllm.core.registry import get_registry

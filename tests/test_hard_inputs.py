@@ -82,7 +82,7 @@ def test_config_dict_lm_number_and_hub_id(tiny):
 
 
 @pytest.mark.parametrize("fields, message", [
-    (dict(seed=-1), "seed must be an integer in \\[0, 2\\^63\\), got -1"),
+    (dict(seed=-1), "seed must be an integer in \\[0, 9223372036854775807\\], got -1"),
     (dict(seed=2 ** 64), "seed must be an integer in"),
     (dict(gen_length=8, block_length=4, steps=10 ** 9), "steps=1000000000 exceeds gen_length=8"),
 ])

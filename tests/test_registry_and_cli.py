@@ -95,7 +95,7 @@ def test_cli_generate_json(capsys, llada_dir):
 @pytest.mark.parametrize("argv, message", [
     (["generate", "x", "--gen-length", "30"], "error: gen_length=30 is not a multiple of block_length=32"),
     (["generate", "x", "--cache", "nope"], "error: unknown cache policy 'nope'; known cache policies:"),
-    (["generate", "x", "--unmask", "entropy:eps=0"], "error: unmask policy 'entropy': 'eps' must be > 0"),
+    (["generate", "x", "--unmask", "entropy:eps=0"], "error: unmask policy 'entropy': eps must be a finite number in (0, 1), got 0"),
     (["generate", "x", "--model", "/no/such/folder"], "error: unknown model '/no/such/folder'"),
     (["generate", "x", "--unmask", "a+b"], "error: unmask spec 'a+b' names 2 policies"),
 ])

@@ -10,28 +10,14 @@
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import attrs
 import torch
 
+from .validators import boolean, integer, number_in
+
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def _positive(instance, attribute, value):
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{attribute.name} must be a positive integer, got {value!r}")
-
-
-def _non_negative_number(instance, attribute, value):
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{attribute.name} must be a finite number >= 0, got {value!r}")
-
-
-def _seed(instance, attribute, value):
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2 ** 63:
-        raise ValueError(f"{attribute.name} must be an integer in [0, 2^63), got {value!r}")
 
 
 def _available_device(instance, attribute, value):
@@ -62,18 +48,18 @@ class GenerationConfig:
     ``gen_length % block_length == 0``; ``steps % num_blocks == 0`` and ``steps >= num_blocks``.
     """
 
-    gen_length: int = attrs.field(default=128, validator=_positive)
-    block_length: int = attrs.field(default=32, validator=_positive)
+    gen_length: int = attrs.field(default=128, validator=integer(1))
+    block_length: int = attrs.field(default=32, validator=integer(1))
     #: None (default): ``gen_length`` — one token per step
-    steps: Optional[int] = attrs.field(default=None, validator=attrs.validators.optional(_positive))
-    temperature: float = attrs.field(default=0.0, validator=_non_negative_number)
-    seed: int = attrs.field(default=0, validator=_seed)
-    cfg_scale: float = attrs.field(default=0.0, validator=_non_negative_number)
-    stop_at_eos: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    steps: Optional[int] = attrs.field(default=None, validator=integer(1, optional=True))
+    temperature: float = attrs.field(default=0.0, validator=number_in(low=0.0))
+    seed: int = attrs.field(default=0, validator=integer(0, 2 ** 63 - 1))
+    cfg_scale: float = attrs.field(default=0.0, validator=number_in(low=0.0))
+    stop_at_eos: bool = attrs.field(default=False, validator=boolean)
     dtype: str = attrs.field(default="float32", validator=attrs.validators.in_(tuple(_DTYPES)))
     device: str = attrs.field(default="cpu", validator=[attrs.validators.instance_of(str), _available_device])
     #: run the per-layer compute through ``torch.compile`` (opt-in; the first generation compiles)
-    compile: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    compile: bool = attrs.field(default=False, validator=boolean)
 
     def __attrs_post_init__(self):
         if self.steps is None:
@@ -181,7 +167,7 @@ class Commit:
 
     positions: torch.Tensor
     tokens: torch.Tensor
-    end_block: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    end_block: bool = attrs.field(default=False, validator=boolean)
 
 
 @attrs.frozen

@@ -43,38 +43,16 @@ The built-in rules apply the same floor themselves, so they can also be used wit
 
 from __future__ import annotations
 
-import math
 from functools import cached_property
 from typing import Callable, Optional
 
 import attrs
 import torch
 
+from ..core.validators import number_in  # noqa: F401 - re-exported for policy modules
 from ..core.policy import RunInfo, UnmaskPolicy
 from ..core.types import Commit, StepState
 from .scores import choose_tokens, even_schedule, masked_scores, negative_entropy, probability_of, select_top_k, top2_margin
-
-# --- validators --------------------------------------------------------------------------------
-
-
-def number_in(rule: str, low: float = -math.inf, high: float = math.inf, low_open: bool = False):
-    """attrs validator: a finite real number (not bool) in ``[low, high]`` (``(low, high]`` if
-    ``low_open``); the ValueError names the field, the value and the rule."""
-
-    def check(instance, attribute, value):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        ok = ok and (value > low if low_open else value >= low) and value <= high
-        if not ok:
-            if math.isinf(low) and math.isinf(high):
-                where = ""
-            elif math.isinf(high):
-                where = f" {'>' if low_open else '>='} {low:g}"
-            else:
-                where = f" in {'(' if low_open else '['}{low:g}, {high:g}]"
-            raise ValueError(f"{attribute.name} must be a finite number{where}, got {value!r} ({rule})")
-
-    return check
-
 
 # --- what scores and rules look at -------------------------------------------------------------
 

@@ -60,6 +60,7 @@ import attrs
 import torch
 import torch.nn.functional as F
 
+from ..core.validators import integer, one_of
 from ..core.policy import CachePolicy, RunInfo
 from ..core.registry import Alias
 from ..core.rows import RowSet
@@ -71,18 +72,6 @@ ALLOCATIONS = ("proportional", "uniform")
 PRESET = Alias("dcu+window", params={"budget": "dcu.budget", "window": "window.size", "score": "dcu.score",
                                      "allocation": "dcu.allocation"},
                summary="Dynamic-dLLM cache preset = dcu + window (union of DCU's top-B_l rows and the update window).")
-
-
-def _optional_non_negative_int(instance, attribute, value):
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-        raise ValueError(f"{attribute.name} must be an integer >= 0 (or none for gen_length/8), got {value!r}")
-
-
-def _choice(options):
-    def check(instance, attribute, value):
-        if value not in options:
-            raise ValueError(f"{attribute.name} must be one of {', '.join(options)}; got {value!r}")
-    return check
 
 
 def _largest_remainder(quota: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
@@ -197,9 +186,9 @@ def _cosine_distance(cur: torch.Tensor, cur_inv: torch.Tensor, prev: torch.Tenso
 class DynamicCacheUpdating(CachePolicy):
     """Dynamic-dLLM DCU: per layer, recompute the top-B_l rows by cosine change of the layer input; budgets follow the previous step's layer dynamics."""
 
-    budget: Optional[int] = attrs.field(default=None, validator=_optional_non_negative_int)
-    score: str = attrs.field(default="input", validator=_choice(SCORES))
-    allocation: str = attrs.field(default="proportional", validator=_choice(ALLOCATIONS))
+    budget: Optional[int] = attrs.field(default=None, validator=integer(0, optional=True, note="none: gen_length/8"))
+    score: str = attrs.field(default="input", validator=one_of(SCORES))
+    allocation: str = attrs.field(default="proportional", validator=one_of(ALLOCATIONS))
 
     def start(self, run: RunInfo) -> None:
         self.layer_budget = self.budget if self.budget is not None else run.config.gen_length // 8
@@ -283,7 +272,7 @@ class DynamicCacheUpdating(CachePolicy):
 class UpdateWindow(CachePolicy):
     """Dynamic-dLLM mandatory update window: every layer recomputes the rows centred on the last committed (rightmost) position."""
 
-    size: Optional[int] = attrs.field(default=None, validator=_optional_non_negative_int)
+    size: Optional[int] = attrs.field(default=None, validator=integer(0, optional=True, note="none: gen_length/8"))
 
     def start(self, run: RunInfo) -> None:
         self.width = self.size if self.size is not None else run.config.gen_length // 8

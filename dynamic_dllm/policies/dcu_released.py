@@ -48,20 +48,9 @@ import attrs
 import torch
 import torch.nn.functional as F
 
+from ..core.validators import integer, one_of
 from ..core.policy import CachePolicy, RunInfo
 from ..core.rows import RowSet
-
-
-def _at_least(low: int):
-    def check(instance, attribute, value):
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ValueError(f"{attribute.name} must be an integer >= {low}, got {value!r}")
-    return check
-
-
-def _score(instance, attribute, value):
-    if value not in ("value", "input"):
-        raise ValueError(f"score must be one of value, input (released select_from v, x); got {value!r}")
 
 
 def dissimilarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -78,11 +67,11 @@ RELEASED_LAYERS = 32
 class ReleasedDynamicCache(CachePolicy):
     """Dynamic-dLLM DCU as released (TianyiWu233/DYNAMIC-DLLM): window + top-B outside it on response rows, layer 0 and prompt as released."""
 
-    budget: int = attrs.field(default=32, validator=_at_least(0))
-    window: int = attrs.field(default=32, validator=_at_least(0))
-    score: str = attrs.field(default="value", validator=_score)
-    prompt_interval: int = attrs.field(default=5000, validator=_at_least(1))
-    response_interval: int = attrs.field(default=5000, validator=_at_least(1))
+    budget: int = attrs.field(default=32, validator=integer(0))
+    window: int = attrs.field(default=32, validator=integer(0))
+    score: str = attrs.field(default="value", validator=one_of(("value", "input"), note="released select_from v, x"))
+    prompt_interval: int = attrs.field(default=5000, validator=integer(1))
+    response_interval: int = attrs.field(default=5000, validator=integer(1))
 
     def start(self, run: RunInfo) -> None:
         if run.batch_size != 1:

@@ -35,16 +35,12 @@ from typing import Optional
 import attrs
 import torch
 
+from ..core.validators import integer
 from ..core.policy import CachePolicy
 from ..core.rows import RowSet
 
 #: refresh intervals used when ``refresh_interval`` is None, keyed by the model's logit shift
 DEFAULT_INTERVAL = {0: 8, 1: 4}
-
-
-def _optional_positive_int(instance, attribute, value):
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
-        raise ValueError(f"{attribute.name} must be a positive integer or None (auto: 8 for LLaDA, 4 for Dream), got {value!r}")
 
 
 def shift_rows(fresh: torch.Tensor, logit_shift: int) -> torch.Tensor:
@@ -64,7 +60,7 @@ class DkvCache(CachePolicy):
     Full refresh at steps 0 and 1 of each block and every ``refresh_interval`` steps (per-block counter;
     auto: 8 LLaDA, 4 Dream)."""
 
-    refresh_interval: Optional[int] = attrs.field(default=None, validator=_optional_positive_int)
+    refresh_interval: Optional[int] = attrs.field(default=None, validator=integer(1, optional=True, note="none: 8 for LLaDA, 4 for Dream"))
     interval: int = attrs.field(default=0, init=False)
     rows: Optional[RowSet] = attrs.field(default=None, init=False, repr=False)
 

@@ -32,28 +32,19 @@ import attrs
 import torch
 import torch.nn.functional as F
 
+from ..core.validators import integer, number_in
 from ..core.policy import CachePolicy, RunInfo
 from ..core.rows import RowSet, union
 from .dcu import ROUNDING_TOLERANCE
-
-
-def _positive_int(instance, attribute, value):
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{attribute.name} must be a positive integer, got {value!r}")
-
-
-def _ratio(instance, attribute, value):
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"{attribute.name} must be a number in [0, 1], got {value!r}")
 
 
 @attrs.define
 class DllmCache(CachePolicy):
     """dLLM-Cache: prompt refreshed every K_p steps, response every K_r; in between V-verify recomputes the ρ·G least V-similar response rows (layer 0 always full)."""
 
-    prompt_interval: int = attrs.field(default=100, validator=_positive_int)
-    response_interval: int = attrs.field(default=7, validator=_positive_int)
-    ratio: float = attrs.field(default=0.25, validator=_ratio)
+    prompt_interval: int = attrs.field(default=100, validator=integer(1))
+    response_interval: int = attrs.field(default=7, validator=integer(1))
+    ratio: float = attrs.field(default=0.25, validator=number_in("share of response rows V-verify recomputes", 0.0, 1.0))
 
     def start(self, run: RunInfo) -> None:
         self.response_start = max(run.prompt_length - run.logit_shift, 0)

@@ -23,6 +23,7 @@ from typing import Optional, Union
 import attrs
 import torch
 
+from ..core.validators import number_in
 from ..core.policy import UnmaskPolicy
 from ..core.types import Commit, StepState
 from .scores import masked_scores, negative_entropy, select_top_k, top2_margin
@@ -64,13 +65,13 @@ def _top_p(instance, attribute, value):
 class DreamSampler(UnmaskPolicy):
     """Dream ``maskgit_plus``: commit the most probable masked tokens on Dream's count schedule."""
 
-    eps: float = attrs.field(default=1e-3, validator=attrs.validators.gt(0))
+    eps: float = attrs.field(default=1e-3, validator=number_in("final timestep of linspace(1, eps)", 0.0, 1.0, low_open=True, high_open=True))
     #: ``"checkpoint"``: what Dream's ``diffusion_generate`` uses for this checkpoint when the caller
     #: passes nothing (:func:`~dynamic_dllm.models.dream.diffusion_generate_defaults`: top_k 50 unless
     #: config.json says otherwise); ``None``: no filter
     top_p: Union[float, str, None] = attrs.field(default=CHECKPOINT, validator=_top_p)
     top_k: Union[int, str, None] = attrs.field(default=CHECKPOINT, validator=_top_k)
-    alg_temp: Optional[float] = None
+    alg_temp: Optional[float] = attrs.field(default=None, validator=number_in("confidence sampling temperature", low=0.0, optional=True))
     #: the filters in effect for this generation (``top_p`` / ``top_k`` with ``"checkpoint"`` resolved)
     filters: dict = attrs.field(init=False, factory=dict, repr=False)
 

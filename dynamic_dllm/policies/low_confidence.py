@@ -20,6 +20,7 @@ from __future__ import annotations
 import attrs
 import torch
 
+from ..core.validators import boolean
 from ..core.policy import UnmaskPolicy
 from ..core.types import Commit, StepState
 from .scores import choose_tokens, even_schedule, gumbel_argmax, masked_scores, probability_of, select_top_k
@@ -30,7 +31,7 @@ class LowConfidence(UnmaskPolicy):
     """LLaDA low-confidence remasking: commit the scheduled top-k most confident masked tokens."""
 
     #: True: the argmax may be [MASK] and a block ends after its scheduled steps (the reference loop)
-    commit_mask: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    commit_mask: bool = attrs.field(default=False, validator=boolean)
 
     def confidence(self, state: StepState, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         return probability_of(logits, tokens)

@@ -39,19 +39,10 @@ import attrs
 import torch
 import torch.nn.functional as F
 
+from ..core.validators import integer, number_in
 from ..core.policy import CachePolicy
 from ..core.rows import RowSet
 from .prefix import block_rows
-
-
-def _ratio(instance, attribute, value):
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value <= 1:
-        raise ValueError(f"{attribute.name} must be a number in (0, 1], got {value!r}")
-
-
-def _odd_positive(instance, attribute, value):
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0 or value % 2 == 0:
-        raise ValueError(f"{attribute.name} must be a positive odd integer, got {value!r}")
 
 
 def select_keys(importance: torch.Tensor, candidates: torch.Tensor, start: int, end: int,
@@ -81,8 +72,8 @@ class SparseDllm(CachePolicy):
     Steps 0 and 1 of each block are full; the keep set is scored from step 1's states; from step 2
     only the block is recomputed, attending to the block and the kept keys."""
 
-    keep_ratio: float = attrs.field(default=0.5, validator=_ratio)
-    kernel_size: int = attrs.field(default=3, validator=_odd_positive)
+    keep_ratio: float = attrs.field(default=0.5, validator=number_in("kept share of the keys", 0.0, 1.0, low_open=True))
+    kernel_size: int = attrs.field(default=3, validator=integer(1, odd=True, note="pooling kernel"))
     rows: Optional[RowSet] = attrs.field(default=None, init=False, repr=False)
     keep: list = attrs.field(factory=list, init=False, repr=False)
     restricts_keys = True

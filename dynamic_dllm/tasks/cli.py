@@ -21,7 +21,6 @@ def cmd_train_tiny(args) -> int:
 
 
 def cmd_eval_tiny(args) -> int:
-    import torch
     from tqdm import tqdm
 
     from ..api import load_model
