@@ -182,3 +182,40 @@ def test_damaged_checkpoint_fails_at_load(tmp_path, llada_dir, edit, message):
     with pytest.raises(ValueError, match=message) as info:
         dd.load_model(str(_damaged(tmp_path, llada_dir, edit)))
     assert str(tmp_path) in str(info.value) and "\n" not in str(info.value)
+
+
+# --- bench / eval-tiny / train-tiny options ------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["bench", "--gen-length", "0"], "argument --gen-length: must be a positive integer, got '0'"),
+    (["bench", "--steps", "0"], "argument --steps: must be a positive integer, got '0'"),
+    (["bench", "--limit", "-1"], "argument --limit: must be a positive integer"),
+])
+def test_bench_zero_lengths_are_refused_not_defaulted(argv, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_bench_duplicate_tasks_and_unwritable_out_fail_before_running(tmp_path, capsys):
+    assert main(["bench", "--tasks", "tiny-suite,tiny-suite", "--out", str(tmp_path / "o")]) == 2
+    assert "error: --tasks names tiny-suite more than once" in capsys.readouterr().err
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["bench", "--out", str(blocker / "sub"), "--limit", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot write to {blocker / 'sub'}") and err.count("\n") == 1
+
+
+def test_eval_tiny_empty_tasks_is_an_error(capsys):
+    assert main(["eval-tiny", "--tasks", " , ", "--n", "1"]) == 2
+    assert "error: --tasks names no task" in capsys.readouterr().err
+
+
+def test_train_tiny_stops_on_a_diverged_loss(tmp_path, capsys):
+    code = main(["train-tiny", "--out", str(tmp_path / "t"), "--steps", "3", "--batch-size", "2", "--lr", "1e30",
+                 "--warmup", "1", "--eval-every", "100", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "error: training diverged at step" in err, err
+    assert not (tmp_path / "t" / "config.json").exists()

@@ -167,9 +167,10 @@ def check_lengths(lm, task: Task, examples: Sequence[Example], config) -> None:
 
     longest = max(encode_prompts(lm.tokenizer, [e.prompt], chat=True)[0].shape[1] for e in examples)
     if longest + config.gen_length > lm.model.max_length:
-        raise ValueError(f"task {task.name}: the longest prompt has {longest} tokens; with gen_length {config.gen_length}"
-                         f" that exceeds the model's maximum length {lm.model.max_length} (lower --limit or"
-                         " --gen-length, or use a model with a longer context)")
+        raise ValueError(f"task {task.name} needs a context of {longest + config.gen_length} tokens (longest prompt "
+                         f"{longest} + gen_length {config.gen_length}); this model allows {lm.model.max_length}: use a "
+                         "model with a longer context (LLaDA-8B: 4096), a smaller --gen-length, or --limit to the "
+                         "first examples if they are shorter")
 
 
 def _sha(text: str) -> str:

@@ -36,13 +36,19 @@ def cmd_bench(args) -> int:
             note = "  (only when named: batch 1, LLaDA layout)" if name in OPT_IN else ""
             print(f"{name:<31} cache={cache:<12} unmask={unmask}{note}")
         return 0
-    for name, value in (("--limit", args.limit), ("--batch-size", args.batch_size), ("--repeats", args.repeats)):
-        if value is not None and value <= 0:
-            raise ValueError(f"{name} must be a positive integer, got {value}")
+    task_names = _csv(args.tasks)
+    if not task_names:
+        raise ValueError("--tasks names no task")
+    twice = sorted({t for t in task_names if task_names.count(t) > 1})
+    if twice:
+        raise ValueError(f"--tasks names {', '.join(twice)} more than once")
+    for folder in (args.out, args.plot):  # fail now, not after the whole run
+        if folder is not None:
+            _check_writable(folder)
     # rows are ';'-separated since user specs may contain commas (dcu:budget=16,score=input+window/apd)
     rows = [resolve_row(r) for r in (split_rows(args.presets) if args.presets else available_presets())]
     tasks = [make_task(t, data_dir=args.data_dir, allow_code_execution=args.allow_code_execution,
-                       gpqa_subset=args.gpqa_subset) for t in _csv(args.tasks)]
+                       gpqa_subset=args.gpqa_subset) for t in task_names]
     dist = init_distributed(args.device)
     if dist.world_size > 1 and args.device == "cuda":  # one GPU per process
         import os
@@ -63,6 +69,19 @@ def cmd_bench(args) -> int:
     if not dist.main:
         return 0
     return _report(args, lm, tasks, rows, dist, result, t0)
+
+
+def _check_writable(folder) -> None:
+    """Create ``folder`` and check a file can be written there (one line naming it if not)."""
+    import tempfile
+    from pathlib import Path
+
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot write to {folder}: {exc.strerror or exc}") from None
 
 
 def _run(args, lm, tasks, rows, dist, run_bench):
@@ -127,7 +146,7 @@ def _plots(args, lm, tasks, rows, result) -> None:
 
 
 def add_parser(sub) -> None:
-    from ..cli import add_threads_option
+    from ..cli import add_threads_option, positive_int
 
     b = sub.add_parser("bench", help="presets x tasks on one model: accuracy, tokens/s, speedup, agreement (paper table)")
     b.add_argument("--model", default=None, help="checkpoint folder or registered name (default: the embedded model)")
@@ -139,13 +158,13 @@ def add_parser(sub) -> None:
     b.add_argument("--baseline", default=None, help="row the speedup and agreement refer to (default: baseline, else the first)")
     b.add_argument("--list-presets", action="store_true", help="print the presets and exit")
     b.add_argument("--data-dir", default=None, help="benchmark data folder (default: $DYNAMIC_DLLM_DATA or ../shared/data)")
-    b.add_argument("--limit", type=int, default=None, help="first N examples of each task")
-    b.add_argument("--batch-size", type=int, default=1)
-    b.add_argument("--repeats", type=int, default=1, help="timed rounds; tokens/s is their median (spread reported)")
+    b.add_argument("--limit", type=positive_int, default=None, help="first N examples of each task")
+    b.add_argument("--batch-size", type=positive_int, default=1)
+    b.add_argument("--repeats", type=positive_int, default=1, help="timed rounds; tokens/s is their median (spread reported)")
     b.add_argument("--no-warmup", action="store_true", help="do not run an untimed warm-up batch per row and task")
-    b.add_argument("--gen-length", type=int, default=None, help="override the task's Table-4 generation length")
-    b.add_argument("--block-length", type=int, default=None)
-    b.add_argument("--steps", type=int, default=None, help="default: the task's; = gen-length when that is overridden")
+    b.add_argument("--gen-length", type=positive_int, default=None, help="override the task's Table-4 generation length")
+    b.add_argument("--block-length", type=positive_int, default=None)
+    b.add_argument("--steps", type=positive_int, default=None, help="default: the task's; = gen-length when that is overridden")
     eos = b.add_mutually_exclusive_group()
     eos.add_argument("--stop-at-eos", dest="stop_at_eos", action="store_true", default=None,
                      help="stop a row after the block in which it produced EOS (default: per task; tiny-suite on)")

@@ -2,7 +2,8 @@
 
 The data folder (see ``shared/data/README.md`` for the files and their fields) is, in order:
 an explicit ``data_dir`` argument (``--data-dir``), the environment variable
-``DYNAMIC_DLLM_DATA``, or ``../shared/data`` relative to the current directory.
+``DYNAMIC_DLLM_DATA``, or ``shared/data`` beside the project checkout (``<checkout>/../shared/data``,
+whatever the current directory), else ``../shared/data`` relative to the current directory.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from pathlib import Path
 from typing import Optional, Union
 
 ENV_DATA = "DYNAMIC_DLLM_DATA"
-DEFAULT_DATA_DIR = Path("..") / "shared" / "data"
+#: ``<checkout>/../shared/data`` for an editable install / checkout; a plain install falls back to the cwd
+_BESIDE_CHECKOUT = Path(__file__).resolve().parents[3] / "shared" / "data"
+DEFAULT_DATA_DIR = _BESIDE_CHECKOUT if _BESIDE_CHECKOUT.is_dir() else Path("..") / "shared" / "data"
 
 
 def resolve_data_dir(data_dir: Optional[Union[str, Path]] = None) -> Path:

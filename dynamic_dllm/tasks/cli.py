@@ -28,7 +28,12 @@ def cmd_eval_tiny(args) -> int:
     from .training import evaluate
 
     lm = load_model(args.model)
-    items = heldout_items(args.n, tasks=args.tasks.split(",") if args.tasks else None)
+    tasks = None
+    if args.tasks is not None:
+        tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+        if not tasks:
+            raise ValueError("--tasks names no task (omit it for all tasks: caesar, fill, swapcase)")
+    items = heldout_items(args.n, tasks=tasks)
     with tqdm(total=len(items), disable=args.no_progress, file=sys.stderr) as bar:
         result = evaluate(lm, items, cache=args.cache, unmask=args.unmask, gen_length=args.gen_length,
                           block_length=args.block_length, steps=args.steps, batch_size=args.batch_size, progress=bar.update)

@@ -240,6 +240,9 @@ def train_tiny(out_dir, *, steps: int = 3200, batch_size: int = 32, lr: float = 
         opt.step()
         step += 1
         value = float(loss.detach())
+        if not math.isfinite(value) or not math.isfinite(grad_norm):
+            raise RuntimeError(f"training diverged at step {step}: loss {value}, grad norm {grad_norm} "
+                               f"(lower --lr, currently {lr}); checkpoints of earlier evaluations are kept")
         ema = value if ema is None else 0.98 * ema + 0.02 * value
         bar.update(1)
         bar.set_postfix(loss=f"{ema:.4f}", refresh=False)
