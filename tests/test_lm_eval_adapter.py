@@ -157,6 +157,34 @@ def test_bad_model_args_are_one_line_errors(llada_dir):
         DynamicDllmLM(pretrained=str(llada_dir), mc_num=10, mc_batch_size=4)
 
 
+@pytest.mark.parametrize("args, message", [
+    (dict(stop_at_eos="maybe"), "stop_at_eos must be true or false"), (dict(seed=1.5), "seed must be an integer >= 0, got 1.5"),
+    (dict(steps=0), "steps must be an integer >= 1, got 0"), (dict(steps=-4), "steps must be an integer >= 1"),
+    (dict(gen_length="x"), "gen_length must be an integer >= 1"),
+])
+def test_model_args_are_parsed_strictly(llada_dir, args, message):
+    with pytest.raises(ValueError, match=message):
+        DynamicDllmLM(pretrained=str(llada_dir), **args)
+
+
+@pytest.mark.parametrize("text, value", [("no", False), ("off", False), ("False", False), ("0", False), ("yes", True),
+                                         ("on", True), (True, True)])
+def test_boolean_model_args(llada_dir, text, value):
+    assert DynamicDllmLM(pretrained=str(llada_dir), stop_at_eos=text, mc_num=4, mc_batch_size=4).stop_at_eos is value
+
+
+def test_unknown_model_arg_from_the_lm_eval_cli_is_one_line(llada_dir, monkeypatch):
+    monkeypatch.setattr("sys.argv", ["/venv/bin/lm_eval", "--model", "dynamic-dllm"])
+    with pytest.raises(SystemExit, match="^error: dynamic-dllm model args: unknown model args \\['bogus'\\]"):
+        DynamicDllmLM(pretrained=str(llada_dir), bogus=1)
+
+
+def test_contexts_with_the_mask_token_are_refused(llada, llada_dir):
+    lm = DynamicDllmLM(pretrained=str(llada_dir), mc_num=4, mc_batch_size=4)
+    with pytest.raises(ValueError, match="contains the mask token"):
+        lm._score([1, 2, llada.model.mask_id], [3, 4], ("ll", "a", "b"))
+
+
 def test_model_is_registered_and_never_sets_device(llada_dir):
     from lm_eval.api.registry import get_model
 

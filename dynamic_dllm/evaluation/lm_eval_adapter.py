@@ -37,7 +37,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import warnings
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -110,6 +112,31 @@ def greedy_matches(model, prompt: torch.Tensor, target: torch.Tensor) -> bool:
     return bool((x[0, P:].cpu() == target).all())
 
 
+def _from_lm_eval_cli() -> bool:
+    return Path(sys.argv[0]).name in ("lm_eval", "lm-eval") or Path(sys.argv[0]).parent.name == "lm_eval"
+
+
+def _int_arg(name: str, value, low: int) -> int:
+    """A model arg that must be an integer >= ``low`` (lm-eval passes numbers parsed, others as strings)."""
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return value
+
+
+_FLAGS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+
+
+def _flag_arg(name: str, value) -> bool:
+    """A boolean model arg: True/False or one of true/false, yes/no, on/off, 1/0 (any case)."""
+    if isinstance(value, bool):
+        return value
+    if str(value).strip().lower() in _FLAGS:
+        return _FLAGS[str(value).strip().lower()]
+    raise ValueError(f"{name} must be true or false (yes/no, on/off, 1/0), got {value!r}")
+
+
 @register_model("dynamic-dllm")
 class DynamicDllmLM(LM):
     """lm-eval model backed by :func:`dynamic_dllm.generate` with named policies."""
@@ -120,8 +147,26 @@ class DynamicDllmLM(LM):
                  stop_at_eos: bool = False, mc_num: int = 128, mc_batch_size: int = 32, check_greedy: bool = False,
                  seed: int = 0, dtype: str = "float32", device: Optional[str] = None, **unknown):
         super().__init__()
+        try:
+            self._setup(pretrained, preset, cache, unmask, gen_length, block_length, steps, batch_size, max_batch_size,
+                        temperature, cfg_scale, stop_at_eos, mc_num, mc_batch_size, check_greedy, seed, dtype, device,
+                        unknown)
+        except ValueError as exc:
+            if _from_lm_eval_cli():  # lm-eval's CLI would print our ValueError with its whole traceback
+                sys.exit(f"error: dynamic-dllm model args: {' '.join(str(exc).split())}")
+            raise
+
+    def _setup(self, pretrained, preset, cache, unmask, gen_length, block_length, steps, batch_size, max_batch_size,
+               temperature, cfg_scale, stop_at_eos, mc_num, mc_batch_size, check_greedy, seed, dtype, device, unknown):
         if unknown:
-            raise ValueError(f"dynamic-dllm model got unknown model args {sorted(unknown)}")
+            raise ValueError(f"unknown model args {sorted(unknown)}; known: pretrained, preset, cache, unmask, gen_length, "
+                             "block_length, steps, batch_size, temperature, cfg_scale, stop_at_eos, mc_num, "
+                             "mc_batch_size, check_greedy, seed, dtype, device")
+        gen_length, block_length = _int_arg("gen_length", gen_length, 1), _int_arg("block_length", block_length, 1)
+        mc_num, mc_batch_size = _int_arg("mc_num", mc_num, 1), _int_arg("mc_batch_size", mc_batch_size, 1)
+        seed = _int_arg("seed", seed, 0)
+        steps = None if steps is None else _int_arg("steps", steps, 1)
+        stop_at_eos, check_greedy = _flag_arg("stop_at_eos", stop_at_eos), _flag_arg("check_greedy", check_greedy)
         from ..api import load_model
         from ..core.registry import get_registry
         from .bench import resolve_row
@@ -138,17 +183,13 @@ class DynamicDllmLM(LM):
         self.batch_size = int(batch_size)
         if self.batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        for name, value in (("gen_length", gen_length), ("block_length", block_length), ("mc_num", mc_num),
-                            ("mc_batch_size", mc_batch_size)):
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if mc_num % min(mc_batch_size, mc_num):
             raise ValueError(f"mc_num ({mc_num}) must be a multiple of mc_batch_size ({mc_batch_size})")
         self.gen_length, self.block_length = gen_length, block_length
         self.steps_per_token = (steps or gen_length) / gen_length
-        self.temperature, self.cfg_scale, self.stop_at_eos = float(temperature), float(cfg_scale), bool(stop_at_eos)
+        self.temperature, self.cfg_scale, self.stop_at_eos = float(temperature), float(cfg_scale), stop_at_eos
         self.mc_num, self.mc_batch_size = mc_num, min(mc_batch_size, mc_num)
-        self.check_greedy, self.seed, self.dtype = bool(check_greedy), int(seed), dtype
+        self.check_greedy, self.seed, self.dtype = check_greedy, seed, dtype
 
         if device and str(device).startswith("cuda") and not torch.cuda.is_available():
             # lm-eval's CLI passes device=cuda unless told otherwise
@@ -291,6 +332,9 @@ class DynamicDllmLM(LM):
 
     def _score(self, ctx: list[int], cont: list[int], key: tuple) -> tuple[float, bool]:
         max_len = self.lm.model.max_length
+        if self.lm.model.mask_id in ctx or self.lm.model.mask_id in cont:
+            raise ValueError(f"a loglikelihood request contains the mask token (id {self.lm.model.mask_id}): a masked-"
+                             "diffusion model would treat it as a position to predict; remove it from the task text")
         if len(cont) >= max_len:
             raise ValueError(f"continuation of {len(cont)} tokens does not fit the model's maximum length {max_len}")
         ctx = ctx[-(max_len - len(cont)):]
