@@ -63,3 +63,11 @@ def dream(dream_dir):
 @pytest.fixture(params=["llada", "dream"])
 def any_model(request):
     return request.getfixturevalue(request.param)
+
+
+@pytest.fixture(scope="session")
+def tiny_lm():
+    """The shipped trained ``tiny`` model (its confident predictions make adaptive policies commit unevenly)."""
+    import dynamic_dllm as dd
+
+    return dd.load_model("tiny")
