@@ -46,6 +46,13 @@ def encode_prompts(tokenizer, prompts: Union[str, Sequence[str]], chat: bool = T
                          f"{type(prompts).__name__}" + (" (convert with torch.as_tensor)" if hasattr(prompts, "shape") else ""))
     if not prompts or any(not isinstance(p, str) or not p for p in prompts):
         raise ValueError("prompts must be non-empty strings")
+    for i, p in enumerate(prompts):
+        try:
+            p.encode("utf-8")
+        except UnicodeEncodeError as exc:  # undecodable bytes from argv/stdin arrive as lone surrogates
+            bad = p[exc.start]
+            byte = f"byte 0x{ord(bad) - 0xDC00:02x}" if 0xDC80 <= ord(bad) <= 0xDCFF else f"code point U+{ord(bad):04X}"
+            raise ValueError(f"prompt {i} is not valid UTF-8 text ({byte} at character {exc.start})") from None
     if chat and getattr(tokenizer, "chat_template", None):
         prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
                    for p in prompts]

@@ -196,3 +196,11 @@ def test_too_long_prompts_fail_before_any_decoding(llada):
 
     with pytest.raises(ValueError, match="task tiny-suite needs a context of .* tokens .*; this model allows 512"):
         run_bench(llada, [TinySuite()], [resolve_row("baseline")], limit=2, gen_length=512, block_length=32)
+
+
+def test_frontier_labels_of_coinciding_points_stack():
+    from dynamic_dllm.evaluation.plots import label_offsets
+
+    pts = [(10.0, 100.0, "baseline"), (10.2, 100.0, "dkv-cache"), (10.1, 100.0, "dynamic-dllm"), (40.0, 60.0, "fast")]
+    offsets = label_offsets(pts)
+    assert len(set(offsets[:3])) == 3 and offsets[3] == 4  # three stacked labels, the distant one untouched

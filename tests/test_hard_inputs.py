@@ -219,3 +219,8 @@ def test_train_tiny_stops_on_a_diverged_loss(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "error: training diverged at step" in err, err
     assert not (tmp_path / "t" / "config.json").exists()
+
+
+def test_invalid_utf8_prompt_is_named(capsys):
+    assert main(["generate", "ok \udcff\udcfe", "--gen-length", "8", "--block-length", "8"]) == 2
+    assert "error: prompt 0 is not valid UTF-8 text (byte 0xff at character 3)" in capsys.readouterr().err

@@ -45,6 +45,20 @@ def pareto_front(points: Sequence[tuple]) -> list[tuple]:
     return sorted(front, key=lambda p: p[0])
 
 
+def label_offsets(points: Sequence[tuple], near: float = 0.06, step: int = 10) -> list[int]:
+    """Vertical label offsets (in points) so labels of points at (nearly) the same place stack
+    instead of overlapping: a point whose position, scaled to the axes' ranges, lies within ``near``
+    of an earlier point's gets its label ``step`` points above the highest such label."""
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    span_x, span_y = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+    offsets: list[int] = []
+    for i, (x, y, *_) in enumerate(points):
+        taken = [offsets[j] for j in range(i)
+                 if abs(points[j][0] - x) / span_x < near and abs(points[j][1] - y) / span_y < near]
+        offsets.append(max(taken) + step if taken else 4)
+    return offsets
+
+
 def frontier(summary: Sequence[dict], path, title: str = "speed-accuracy frontier") -> Path:
     """One panel per task: tokens/s (x) against accuracy (y), one labelled point per row, the
     Pareto front drawn as a line."""
@@ -53,9 +67,9 @@ def frontier(summary: Sequence[dict], path, title: str = "speed-accuracy frontie
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.0 * len(tasks), 4.0), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         pts = [(s["tokens_per_second"], 100 * s["accuracy"], s["preset"]) for s in summary if s["task"] == task]
-        for x, y, name in pts:
+        for (x, y, name), dy in zip(pts, label_offsets(pts)):
             ax.scatter([x], [y])
-            ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, dy), fontsize=8)
         front = pareto_front(pts)
         ax.plot([p[0] for p in front], [p[1] for p in front], "--", color="gray", linewidth=1)
         ax.set_xlabel("tokens / s")
