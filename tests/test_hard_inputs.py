@@ -224,3 +224,14 @@ def test_train_tiny_stops_on_a_diverged_loss(tmp_path, capsys):
 def test_invalid_utf8_prompt_is_named(capsys):
     assert main(["generate", "ok \udcff\udcfe", "--gen-length", "8", "--block-length", "8"]) == 2
     assert "error: prompt 0 is not valid UTF-8 text (byte 0xff at character 3)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--eval-gen-length", "20"], "eval_gen_length: gen_length=20 is not a multiple of block_length=32"),
+    (["--eval-items", "0"], "eval_items must be a positive integer, got 0"),
+    (["--lr", "nan"], "lr must be a finite number > 0, got nan"),
+    (["--eps", "1.5"], "eps must be a finite number in (0, 1), got 1.5"),
+])
+def test_train_tiny_options_fail_before_training(tmp_path, capsys, extra, message):
+    assert main(["train-tiny", "--out", str(tmp_path / "t"), "--steps", "2", "--no-progress", *extra]) == 2
+    assert message in capsys.readouterr().err

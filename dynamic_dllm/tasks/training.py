@@ -182,9 +182,21 @@ def train_tiny(out_dir, *, steps: int = 3200, batch_size: int = 32, lr: float = 
     from ..models.tokenizer import build_byte_tokenizer
 
     for name, value in (("steps", steps), ("batch_size", batch_size), ("warmup", warmup), ("eval_every", eval_every),
-                        ("full_every", full_every), ("threads", threads)):
-        if not isinstance(value, int) or value <= 0:
+                        ("full_every", full_every), ("threads", threads), ("eval_items", eval_items),
+                        ("short_gen_length", short_gen_length), ("eval_gen_length", eval_gen_length)):
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    for name, value in (("lr", lr), ("eps", eps)):
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0 or (name == "eps" and value >= 1):
+            raise ValueError(f"{name} must be a finite number {'in (0, 1)' if name == 'eps' else '> 0'}, got {value!r}")
+    if time_limit_min is not None and not time_limit_min > 0:
+        raise ValueError(f"time_limit_min must be > 0, got {time_limit_min!r}")
+    from ..core.types import GenerationConfig
+
+    try:  # the evaluations' decoding settings, checked now rather than at the first evaluation
+        GenerationConfig(gen_length=eval_gen_length, block_length=EVAL_BLOCK_LENGTH)
+    except ValueError as exc:
+        raise ValueError(f"eval_gen_length: {exc}") from None
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     out_dir = Path(out_dir)
