@@ -63,7 +63,7 @@ def encode_prompts(tokenizer, prompts: Union[str, Sequence[str]], chat: bool = T
 
 def generate(lm: Union[LoadedModel, str, None], prompts: Union[str, Sequence[str], torch.Tensor], *, cache="none",
              unmask="low-confidence", config: Optional[GenerationConfig] = None, attention_mask: Optional[torch.Tensor] = None,
-             chat: bool = True, progress=None, **config_fields) -> GenerationResult:
+             chat: bool = True, progress=None, on_block=None, **config_fields) -> GenerationResult:
     """Generate for text prompts (or a ``[B, P]`` id tensor). ``cache`` is a cache spec string
     (``"dcu:budget=32+window"``) or policy instances; ``unmask`` a spec string or an instance.
     Everything after ``prompts`` is keyword-only. Every input is validated before the model runs."""
@@ -90,7 +90,7 @@ def generate(lm: Union[LoadedModel, str, None], prompts: Union[str, Sequence[str
     else:
         input_ids, attention_mask = encode_prompts(lm.tokenizer, prompts, chat=chat)
     sequences, stats = denoise(lm.model, input_ids, config, cache_policies, unmask_policy,
-                               attention_mask=attention_mask, progress=progress)
+                               attention_mask=attention_mask, progress=progress, on_block=on_block)
     tokens = sequences[:, input_ids.shape[1]:]
     texts = lm.tokenizer.batch_decode(tokens, skip_special_tokens=True) if lm.tokenizer is not None else None
     return GenerationResult(tokens=tokens, sequences=sequences, texts=texts, stats=stats)

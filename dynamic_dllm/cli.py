@@ -14,7 +14,7 @@ import os
 import sys
 
 #: Modules contributing sub-commands (each has ``add_parser(subparsers)``).
-COMMAND_MODULES = ("dynamic_dllm.cli", "dynamic_dllm.tasks.cli", "dynamic_dllm.evaluation.cli")
+COMMAND_MODULES = ("dynamic_dllm.cli", "dynamic_dllm.tasks.cli", "dynamic_dllm.evaluation.cli", "dynamic_dllm.serve.cli")
 
 
 def positive_int(text: str) -> int:

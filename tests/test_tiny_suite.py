@@ -166,7 +166,7 @@ def test_evaluate_scores_exact_match_up_to_first_eos(llada, monkeypatch):
     items = ts.heldout_items(6)
     eos = llada.model.eos_id
 
-    def fake_denoise(model, input_ids, config, cache, unmask, attention_mask=None, progress=None):
+    def fake_denoise(model, input_ids, config, cache, unmask, attention_mask=None, progress=None, on_block=None):
         B, P = input_ids.shape
         gen = torch.full((B, config.gen_length), eos, dtype=torch.long)
         for i, it in enumerate(items[:B]):

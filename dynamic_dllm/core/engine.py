@@ -73,9 +73,12 @@ def check_inputs(model: DecoderModel, input_ids: torch.Tensor, attention_mask: O
 
 @torch.no_grad()
 def denoise(model: DecoderModel, input_ids: torch.Tensor, config: GenerationConfig, cache_policies: Sequence,
-            unmask_policy, attention_mask: Optional[torch.Tensor] = None, progress=None) -> tuple[torch.Tensor, GenerationStats]:
+            unmask_policy, attention_mask: Optional[torch.Tensor] = None, progress=None,
+            on_block=None) -> tuple[torch.Tensor, GenerationStats]:
     """Run the loop on left-padded ``input_ids`` ``[B, P]``. Returns the final canvas ``[B, P+G]``
-    and the stats. ``progress``, if given, is called with the number of tokens committed per step."""
+    and the stats. ``progress``, if given, is called with the number of tokens committed per step;
+    ``on_block``, if given, with ``(block_index, tokens [B, block_length])`` when a block is final
+    (blocks are decoded left to right, so a streaming server can send it)."""
     cache_policies = [check_policy(p, "cache") for p in cache_policies]
     unmask_policy = check_policy(unmask_policy, "unmask")
     check_inputs(model, input_ids, attention_mask, config, cache_policies)
@@ -169,6 +172,8 @@ def denoise(model: DecoderModel, input_ids: torch.Tensor, config: GenerationConf
             step += 1
             step_in_block += 1
             has_masks = n_left > 0 and not commit.end_block
+        if on_block is not None:
+            on_block(block, x[:, bs:be])
         if config.stop_at_eos:
             done = (x[:, P:be] == model.eos_id).any(1)
             x = torch.cat([x[:, :be], torch.where(done[:, None] & (x[:, be:] == mask_id), model.eos_id, x[:, be:])], 1)

@@ -75,6 +75,11 @@ class DreamSampler(UnmaskPolicy):
     #: the filters in effect for this generation (``top_p`` / ``top_k`` with ``"checkpoint"`` resolved)
     filters: dict = attrs.field(init=False, factory=dict, repr=False)
 
+    @property
+    def uniform_schedule(self) -> bool:
+        """Same commit counts for every row; deterministic unless ``alg_temp`` draws the positions."""
+        return not self.alg_temp
+
     def sample(self, state: StepState, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(tokens, probability of each token, filtered probabilities)."""
         T = state.config.temperature
@@ -150,6 +155,8 @@ class DreamEntropy(DreamSampler):
 @attrs.define
 class DreamOrigin(DreamSampler):
     """Dream ``origin``: each masked position is committed with probability 1 - s/t."""
+
+    uniform_schedule = False  # random draws depend on the batch shape
 
     def commit(self, state: StepState, logits: torch.Tensor) -> Commit:
         masked = state.block_masked

@@ -33,4 +33,6 @@ class DualCache(PrefixCache):
 
     Prefix and suffix K/V are reused from the block-start refresh."""
 
+    exact_for_waiting_rows = True
+
     to_end = False

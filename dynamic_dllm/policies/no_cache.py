@@ -11,6 +11,8 @@ from ..core.policy import CachePolicy
 class NoCache(CachePolicy):
     """No caching: a full forward at every step."""
 
+    exact_for_waiting_rows = True
+
     supports_cfg = True
     reuses_cache = False  # the executor keeps no cache: every step is a plain forward
 

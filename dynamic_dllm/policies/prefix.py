@@ -44,6 +44,8 @@ class PrefixCache(CachePolicy):
 
     The prefix's (prompt + finished blocks) K/V are reused from the block-start refresh."""
 
+    exact_for_waiting_rows = True
+
     rows: Optional[RowSet] = attrs.field(default=None, init=False, repr=False)
     to_end = True
 
