@@ -1,4 +1,4 @@
-"""``dynamic-dllm serve``: the OpenAI-compatible server on uvicorn."""
+"""``dynamic-dllm serve`` (the OpenAI-compatible server on uvicorn) and ``dynamic-dllm chat`` (the terminal)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,52 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_chat(args) -> int:
+    """Multi-turn chat in the terminal: the model's chat template over the whole conversation, each
+    block printed when it is final. An empty line or EOF ends it."""
+    import torch
+
+    from ..api import generate, load_model
+    from ..core.registry import get_registry
+
+    registry = get_registry()
+    cache, unmask = registry.make_cache_policies(args.cache), registry.make_unmask_policy(args.unmask)
+    lm = load_model(args.model, dtype=args.dtype, device=args.device)
+    tok, eos = lm.tokenizer, lm.model.eos_id
+    messages: list[dict] = []
+    while True:
+        try:
+            line = input("> ")
+        except EOFError:
+            break
+        if not line.strip():
+            break
+        messages.append({"role": "user", "content": line})
+        text = (tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+                if getattr(tok, "chat_template", None) else "\n".join(m["content"] for m in messages))
+        ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
+        if ids.shape[1] + args.gen_length > lm.model.max_length:
+            raise ValueError(f"the conversation ({ids.shape[1]} tokens) + gen_length {args.gen_length} exceeds the "
+                             f"model's maximum length {lm.model.max_length}; start a new chat")
+        decoded: list[int] = []
+        shown = [""]
+
+        def on_block(index, tokens, _decoded=decoded, _shown=shown):
+            if eos in _decoded:
+                return
+            _decoded.extend(tokens[0].tolist())
+            upto = _decoded[:_decoded.index(eos)] if eos in _decoded else _decoded
+            now = tok.decode(upto, skip_special_tokens=True).rstrip("\ufffd")
+            print(now[len(_shown[0]):], end="", flush=True)
+            _shown[0] = now
+
+        generate(lm, ids, cache=cache, unmask=unmask, chat=False, on_block=on_block, gen_length=args.gen_length,
+                 block_length=args.block_length, steps=args.gen_length, stop_at_eos=True)
+        print()
+        messages.append({"role": "assistant", "content": shown[0]})
+    return 0
+
+
 def add_parser(sub) -> None:
     import argparse
 
@@ -52,3 +98,14 @@ def add_parser(sub) -> None:
     s.add_argument("--device", default="cpu")
     add_threads_option(s)
     s.set_defaults(func=cmd_serve)
+    c = sub.add_parser("chat", help="multi-turn chat in the terminal, each block printed when final",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    c.add_argument("--model", default=None, help="checkpoint folder or registered name (default: the embedded tiny model)")
+    c.add_argument("--cache", default="dual", help="cache spec")
+    c.add_argument("--unmask", default="low-confidence", help="unmask spec")
+    c.add_argument("--gen-length", type=positive_int, default=128, help="tokens per answer at most")
+    c.add_argument("--block-length", type=positive_int, default=32)
+    c.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    c.add_argument("--device", default="cpu")
+    add_threads_option(c)
+    c.set_defaults(func=cmd_chat)
