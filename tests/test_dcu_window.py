@@ -86,7 +86,7 @@ def _run_info(n_layers, B, L, gen_length=16, valid=None):
 
 def _state(step, B, L, n_layers):
     return SimpleNamespace(step=step, valid=torch.ones(B, L, dtype=torch.bool), batch_size=B, n_layers=n_layers, length=L,
-                           x=torch.zeros(B, L, dtype=torch.long))
+                           x=torch.zeros(B, L, dtype=torch.long), waiting=())
 
 
 def test_dcu_unchanged_layer_gets_no_budget_and_rows_are_top_dynamics():

@@ -117,7 +117,12 @@ def denoise(model: DecoderModel, input_ids: torch.Tensor, config: GenerationConf
     for block in range(config.num_blocks):
         bs, be = P + block * Lb, P + (block + 1) * Lb
         # a block starts fully masked unless stop_at_eos filled it with EOS
-        has_masks = not config.stop_at_eos or bool((x[:, bs:be] == mask_id).any())
+        waiting: tuple = ()  # batch rows without masks in this block: they wait for the others
+        if config.stop_at_eos:
+            left = (x[:, bs:be] == mask_id).sum(1).tolist()
+            has_masks, waiting = any(left), tuple(b for b, n in enumerate(left) if n == 0)
+        else:
+            has_masks = True
         step_in_block = 0
         while has_masks:
             if step_in_block >= max_steps:
@@ -126,7 +131,7 @@ def denoise(model: DecoderModel, input_ids: torch.Tensor, config: GenerationConf
                 x=x, masked=x == mask_id, valid=valid, positions=positions, last_committed=last_committed,
                 prompt_length=P, block=block, block_start=bs, block_end=be, step=step, step_in_block=step_in_block,
                 config=config, n_layers=model.n_layers, mask_id=mask_id, eos_id=model.eos_id, logit_shift=shift,
-                generator=generator)
+                generator=generator, waiting=waiting)
             full = False
             for p in cache_policies:
                 full = bool(clock(p.step_start, state)) or full
@@ -142,12 +147,15 @@ def denoise(model: DecoderModel, input_ids: torch.Tensor, config: GenerationConf
                 return keys
 
             head = (P - shift, L - shift) if response_logits else (bs - shift, be - shift)
+            # a waiting row leaves the step as it entered it (its caches restored): it decodes as alone
+            frozen = executor.freeze(waiting + tuple(b + B for b in waiting) if cfg else waiting)
             if cfg:  # both branches in one batch
                 both = executor.forward(torch.cat([x, unconditional(x, P, mask_id)]), rows_fn, full, *head,
                                         keys_fn if key_policies else None)
                 logits = guided(both[:B], both[B:], config.cfg_scale)
             else:
                 logits = executor.forward(x, rows_fn, full, *head, keys_fn if key_policies else None)
+            executor.thaw(frozen)
             commit: Commit = clock(unmask_policy.commit, state, logits)
             if not isinstance(commit, Commit):
                 raise RuntimeError(f"unmask policy {unmask_name} returned {type(commit).__name__}, not a Commit")
@@ -158,9 +166,10 @@ def denoise(model: DecoderModel, input_ids: torch.Tensor, config: GenerationConf
                                    f"the block ({Lb}) or the response up to the block's end ({be - P})")
             x = x.slice_scatter(torch.where(chosen, commit.tokens.to(x.dtype), x[:, cs:be]), 1, cs, be)
             committed = last_committed.new_zeros(B, L).slice_scatter(chosen, 1, cs, be)
-            n, n_masked_chosen, n_unmasked, n_left = torch.stack(
-                [chosen.sum(), (chosen & state.masked[:, cs:be]).sum(), (chosen & (commit.tokens != mask_id)).sum(),
-                 (x[:, bs:be] == mask_id).sum()]).tolist()
+            n, n_masked_chosen, n_unmasked, *left = torch.cat([torch.stack(
+                [chosen.sum(), (chosen & state.masked[:, cs:be]).sum(), (chosen & (commit.tokens != mask_id)).sum()]),
+                (x[:, bs:be] == mask_id).sum(1)]).tolist()
+            n_left, waiting = sum(left), tuple(b for b, m in enumerate(left) if m == 0)
             if n != n_masked_chosen:
                 raise RuntimeError(f"unmask policy {unmask_name} committed positions that are not masked")
             for p in cache_policies:

@@ -34,7 +34,7 @@ with :meth:`LayerContext.key_importance`.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -247,9 +247,26 @@ class PartialLayerExecutor:
         new = lambda *shape: list(torch.zeros(m.n_layers, B, L + 1, *shape, dtype=dtype, device=device).unbind(0))  # noqa: E731
         self.k_rot, self.v = new(m.n_kv_heads, m.head_dim), new(m.n_kv_heads, m.head_dim)
         self.attn, self.ffn = new(m.d_model), new(m.d_model)
+        #: the four ``[n_layers, B, L+1, ·]`` tensors the per-layer caches are views of
+        self.bases = [t[0]._base for t in (self.k_rot, self.v, self.attn, self.ffn)]
         names = ("k_rot", "v", "attn", "ffn")
         self.view = {name: [t[:, :L] for t in getattr(self, name)] for name in names}
         self.flat = {name: [t.view(B * (L + 1), *t.shape[2:]) for t in getattr(self, name)] for name in names}
+
+    def freeze(self, rows: Sequence[int]):
+        """Copies of the caches of batch ``rows`` (rows waiting for the rest of the batch), for
+        :meth:`thaw` after the step: whatever the step computed for them is undone, so a waiting row
+        leaves the step as it entered it. None when there is nothing to keep."""
+        if not rows or not self.ready:
+            return None
+        index = torch.tensor(list(rows), device=self.bases[0].device)
+        return index, [b.index_select(1, index) for b in self.bases]
+
+    def thaw(self, saved) -> None:
+        if saved is not None:
+            index, copies = saved
+            for base, copy in zip(self.bases, copies):
+                base.index_copy_(1, index, copy)
 
     def cached(self, store: Optional[list], layer: int) -> Optional[torch.Tensor]:
         """``store``'s ``[B, L, ·]`` cache of ``layer`` flattened over heads (None before the first step)."""

@@ -69,9 +69,9 @@ class CachePolicy:
     supports_cfg = False
     reuses_cache = True
     restricts_keys = False
-    #: a batch row that finished its block early and waits is unaffected by the steps it waits
-    #: (its per-step work depends only on its canvas and block): padded batches are then exact with
-    #: adaptive unmask policies too (docs/architecture.md, padding guarantees)
+    #: the policy keeps no per-row state, or does not advance it for ``state.waiting`` rows (the
+    #: engine restores their caches): a row waiting for the rest of its batch then decodes as alone
+    #: (docs/architecture.md, padding guarantees). Declare it for a policy once that is tested.
     exact_for_waiting_rows = False
 
     def start(self, run: RunInfo) -> None:
@@ -105,9 +105,9 @@ class UnmaskPolicy:
     #: ``"response"`` (every generated position's, ``[B, gen_length, V]``; costs the LM head on
     #: all of them — for rules that track positions outside the current block)
     logits_rows = "block"
-    #: every row commits on the same steps of each block and, at temperature 0, deterministically:
-    #: a padded batch decodes as its rows alone with any cache policy
-    uniform_schedule = False
+    #: its choices draw random numbers even at temperature 0 (random remasking, Dream's ``origin``,
+    #: ``alg_temp``): the draws depend on the batch's shape, so a batch does not decode as its rows alone
+    draws_random = False
 
     def start(self, run: RunInfo) -> None:
         """Reset per-generation state."""

@@ -136,6 +136,10 @@ class StepState:
     eos_id: int
     logit_shift: int
     generator: torch.Generator
+    #: batch rows with no masks left in the current block, waiting for the others (host tuple).
+    #: The engine restores their caches after the step; policies with per-row state should not
+    #: advance it for them (e.g. dLLM-Cache's per-row step counts)
+    waiting: tuple = ()
 
     @property
     def batch_size(self) -> int:

@@ -186,6 +186,8 @@ def _cosine_distance(cur: torch.Tensor, cur_inv: torch.Tensor, prev: torch.Tenso
 class DynamicCacheUpdating(CachePolicy):
     """Dynamic-dLLM DCU: per layer, recompute the top-B_l rows by cosine change of the layer input; budgets follow the previous step's layer dynamics."""
 
+    exact_for_waiting_rows = True
+
     budget: Optional[int] = attrs.field(default=None, validator=integer(0, optional=True, note="none: gen_length/8"))
     score: str = attrs.field(default="input", validator=one_of(SCORES))
     allocation: str = attrs.field(default="proportional", validator=one_of(ALLOCATIONS))
@@ -227,6 +229,9 @@ class DynamicCacheUpdating(CachePolicy):
 
     def step_start(self, state) -> bool:
         self.full = state.step == 0 or (self.score == "input" and self.prev[0] is None)
+        # rows waiting for the rest of the batch keep their scoring state (their caches are restored
+        # by the engine), so each decodes as alone
+        self.waiting = torch.tensor(state.waiting, device=state.x.device) if state.waiting else None
         self.budgets = None
         if not self.full:
             proportional = self.allocation == "proportional" and self.prev_dynamics is not None
@@ -252,13 +257,19 @@ class DynamicCacheUpdating(CachePolicy):
         if prev is None:
             return None
         d = _cosine_distance(cur, inv, *prev)
+        if self.waiting is not None and self.score == "input":
+            cur.index_copy_(0, self.waiting, prev[0].index_select(0, self.waiting))
+            inv.index_copy_(0, self.waiting, prev[1].index_select(0, self.waiting))
         if self.pad is not None:
             d.masked_fill_(self.pad, -1.0)  # padding: never a candidate; its -1s are undone in the sum
             self.sums[layer] = d.sum(1) + self.n_pad
         else:
             self.sums[layer] = d.sum(1)
         if layer == state.n_layers - 1:
-            self.dynamics = self.prev_dynamics = torch.stack(self.sums, 1) / self.valid_len[:, None]
+            dynamics = torch.stack(self.sums, 1) / self.valid_len[:, None]
+            if self.waiting is not None and self.prev_dynamics is not None:
+                dynamics.index_copy_(0, self.waiting, self.prev_dynamics.index_select(0, self.waiting))
+            self.dynamics = self.prev_dynamics = dynamics
         if self.full or self.sizes[layer] == 0:
             return None
         if self.smallest[layer] == state.length:  # every row of every batch row: a dense layer
@@ -271,6 +282,8 @@ class DynamicCacheUpdating(CachePolicy):
 @attrs.define
 class UpdateWindow(CachePolicy):
     """Dynamic-dLLM mandatory update window: every layer recomputes the rows centred on the last committed (rightmost) position."""
+
+    exact_for_waiting_rows = True
 
     size: Optional[int] = attrs.field(default=None, validator=integer(0, optional=True, note="none: gen_length/8"))
 

@@ -60,6 +60,8 @@ class DkvCache(CachePolicy):
     Full refresh at steps 0 and 1 of each block and every ``refresh_interval`` steps (per-block counter;
     auto: 8 LLaDA, 4 Dream)."""
 
+    exact_for_waiting_rows = True
+
     refresh_interval: Optional[int] = attrs.field(default=None, validator=integer(1, optional=True, note="none: 8 for LLaDA, 4 for Dream"))
     interval: int = attrs.field(default=0, init=False)
     rows: Optional[RowSet] = attrs.field(default=None, init=False, repr=False)

@@ -1,8 +1,9 @@
 """dLLM-Cache (``dllm-cache``) — Liu et al., arXiv 2506.06295; released code maomaocun/dLLM-cache
 @ 17235bff (``dllm_cache/cache/Cache.py``, ``hooks/cache_hook_LLaDA.py``, ``hooks/cache_hook_Dream.py``).
 
-Rule, as the released hooks behave (step ``t`` = the engine's 0-based global step, i.e. the code's
-``current_step − 1``; the counter runs over the whole generation, never reset at block starts):
+Rule, as the released hooks behave (step ``t`` = the 0-based step count, i.e. the code's
+``current_step − 1``; the counter runs over the whole generation, never reset at block starts; in a
+batch each row counts its own steps — a row waiting for the others does not — so it decodes as alone):
 
 * ``refresh_prompt = t % prompt_interval == 0`` (K_p), ``refresh_response = t % response_interval == 0`` (K_r).
 * Both: full step (every row of every layer).
@@ -42,6 +43,8 @@ from .dcu import ROUNDING_TOLERANCE
 class DllmCache(CachePolicy):
     """dLLM-Cache: prompt refreshed every K_p steps, response every K_r; in between V-verify recomputes the ρ·G least V-similar response rows (layer 0 always full)."""
 
+    exact_for_waiting_rows = True
+
     prompt_interval: int = attrs.field(default=100, validator=integer(1))
     response_interval: int = attrs.field(default=7, validator=integer(1))
     ratio: float = attrs.field(default=0.25, validator=number_in("share of response rows V-verify recomputes", 0.0, 1.0))
@@ -56,25 +59,63 @@ class DllmCache(CachePolicy):
         self.all_rows = RowSet.span(0, L)
         self.k = min(self.n_replace, L - self.response_start)
 
+        self.count = [0] * B  # per batch row: the steps it took part in (its own step number)
+        self.mixed = None
+
     def step_start(self, state) -> bool:
-        self.refresh_prompt = state.step % self.prompt_interval == 0
-        self.refresh_response = state.step % self.response_interval == 0
-        return self.refresh_prompt and self.refresh_response
+        """Refresh flags from each batch row's own step count — equal to the global step in a single
+        run; in a batch a row waiting for the others (``state.waiting``) does not count, so it decodes
+        as alone. When the active rows disagree, the step's rows are chosen per batch row (:meth:`_mixed_rows`)."""
+        active = [b for b in range(len(self.count)) if b not in state.waiting] or list(range(len(self.count)))
+        flags = {b: (self.count[b] % self.prompt_interval == 0, self.count[b] % self.response_interval == 0) for b in active}
+        for b in active:
+            self.count[b] += 1
+        distinct = set(flags.values())
+        if len(distinct) == 1:
+            self.mixed = None
+            self.refresh_prompt, self.refresh_response = distinct.pop()
+            return self.refresh_prompt and self.refresh_response
+        device = state.x.device
+        rp = torch.tensor([flags.get(b, (False, False))[0] for b in range(len(self.count))], device=device)
+        rr = torch.tensor([flags.get(b, (False, False))[1] for b in range(len(self.count))], device=device)
+        self.mixed = (rp[:, None], rr[:, None])
+        self.refresh_prompt = self.refresh_response = False
+        return False
+
+    def _mixed_rows(self, context) -> RowSet:
+        """Every row of every batch row, writable where that batch row's own rule recomputes: all
+        rows (both refreshes), response rows (response refresh), prompt rows (prompt refresh) and
+        its V-verify top rows (no response refresh)."""
+        rp, rr = self.mixed
+        B, L = self.shape
+        pos = torch.arange(L, device=rp.device)[None]
+        response = pos >= self.response_start
+        want = (rr & response) | (rp & ~response)
+        if self.n_replace:
+            top = torch.zeros(self.shape, dtype=torch.bool, device=rp.device).scatter_(1, self._top(context), True)
+            want = want | (top & ~rr)
+        return RowSet.indexed(pos.expand(B, L), want)
+
+    def _top(self, context) -> torch.Tensor:
+        """``[B, k]`` canvas positions of the V-verify rows: the ``k`` response rows whose fresh V
+        is least cosine-similar to the cached V (the previous step's; written back after this call).
+        1 − cos counts the rounding noise of an unchanged row as 0, and equal changes are taken left
+        to right, so the choice does not depend on the padding before a sequence."""
+        r0 = self.response_start
+        fresh = context.values(rows=self.response_rows)[:, r0:]
+        cached = context.cached_values()[:, r0:]
+        change = F.threshold(1.0 - F.cosine_similarity(fresh.float(), cached.float(), dim=-1), ROUNDING_TOLERANCE, 0.0)
+        return torch.sort(change, dim=1, descending=True, stable=True).indices[:, :self.k] + r0
 
     def layer_rows(self, state, layer: int, context) -> Optional[RowSet]:
         if layer == 0 or (self.refresh_prompt and self.refresh_response):
             return self.all_rows
+        if self.mixed is not None:
+            return self._mixed_rows(context)
         if self.refresh_response:
             return self.response_rows
         prompt = self.prompt_rows if self.refresh_prompt else None
         if self.n_replace == 0:
             return prompt
-        r0 = self.response_start
-        fresh = context.values(rows=self.response_rows)[:, r0:]
-        cached = context.cached_values()[:, r0:]  # the previous step's V (written back after this call)
-        # 1 − cos, with rounding noise of an unchanged row counted as 0; equal changes are taken
-        # left to right, so the choice does not depend on the padding before a sequence
-        change = F.threshold(1.0 - F.cosine_similarity(fresh.float(), cached.float(), dim=-1), ROUNDING_TOLERANCE, 0.0)
-        top = torch.sort(change, dim=1, descending=True, stable=True).indices[:, :self.k]
-        replaced = RowSet.indexed(top + r0)  # exactly k rows in every batch row: all writable
-        return union([prompt, replaced], *self.shape, change.device)
+        replaced = RowSet.indexed(self._top(context))  # exactly k rows in every batch row: all writable
+        return union([prompt, replaced], *self.shape, replaced.index.device)

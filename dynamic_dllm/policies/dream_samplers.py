@@ -76,9 +76,9 @@ class DreamSampler(UnmaskPolicy):
     filters: dict = attrs.field(init=False, factory=dict, repr=False)
 
     @property
-    def uniform_schedule(self) -> bool:
-        """Same commit counts for every row; deterministic unless ``alg_temp`` draws the positions."""
-        return not self.alg_temp
+    def draws_random(self) -> bool:
+        """``alg_temp`` draws the committed positions."""
+        return bool(self.alg_temp)
 
     def sample(self, state: StepState, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(tokens, probability of each token, filtered probabilities)."""
@@ -156,7 +156,7 @@ class DreamEntropy(DreamSampler):
 class DreamOrigin(DreamSampler):
     """Dream ``origin``: each masked position is committed with probability 1 - s/t."""
 
-    uniform_schedule = False  # random draws depend on the batch shape
+    draws_random = True
 
     def commit(self, state: StepState, logits: torch.Tensor) -> Commit:
         masked = state.block_masked

@@ -30,7 +30,6 @@ from .scores import choose_tokens, even_schedule, gumbel_argmax, masked_scores, 
 class LowConfidence(UnmaskPolicy):
     """LLaDA low-confidence remasking: commit the scheduled top-k most confident masked tokens."""
 
-    uniform_schedule = True
     #: True: the argmax may be [MASK] and a block ends after its scheduled steps (the reference loop)
     commit_mask: bool = attrs.field(default=False, validator=boolean)
 
@@ -62,7 +61,7 @@ class LowConfidence(UnmaskPolicy):
 class RandomRemasking(LowConfidence):
     """LLaDA random remasking: commit the scheduled number of masked tokens, chosen uniformly."""
 
-    uniform_schedule = False  # random draws depend on the batch shape
+    draws_random = True
 
     def confidence(self, state: StepState, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         return torch.rand(tokens.shape, generator=state.generator, device=tokens.device)

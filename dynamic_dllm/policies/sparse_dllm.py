@@ -72,6 +72,8 @@ class SparseDllm(CachePolicy):
     Steps 0 and 1 of each block are full; the keep set is scored from step 1's states; from step 2
     only the block is recomputed, attending to the block and the kept keys."""
 
+    exact_for_waiting_rows = True
+
     keep_ratio: float = attrs.field(default=0.5, validator=number_in("kept share of the keys", 0.0, 1.0, low_open=True))
     kernel_size: int = attrs.field(default=3, validator=integer(1, odd=True, note="pooling kernel"))
     rows: Optional[RowSet] = attrs.field(default=None, init=False, repr=False)

@@ -154,8 +154,8 @@ def parse_request(body, kind: str, lm, model_name: str, defaults: dict) -> Job:
         caches, unmasker = registry.make_cache_policies(cache), registry.make_unmask_policy(unmask)
     except ValueError as exc:
         raise RequestError(str(exc)) from None
-    batchable = temperature == 0 and (getattr(unmasker, "uniform_schedule", False)
-                                      or all(getattr(c, "exact_for_waiting_rows", False) for c in caches))
+    batchable = (temperature == 0 and not getattr(unmasker, "draws_random", True)
+                 and all(getattr(c, "exact_for_waiting_rows", False) for c in caches))
     return Job(id=f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}", kind=kind,
                model_name=model_name, prompt_ids=list(ids), max_tokens=max_tokens, gen_length=gen_length,
                block_length=block_length, steps=steps, temperature=float(temperature), seed=seed, stop=tuple(stop),
