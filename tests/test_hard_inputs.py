@@ -235,3 +235,23 @@ def test_invalid_utf8_prompt_is_named(capsys):
 def test_train_tiny_options_fail_before_training(tmp_path, capsys, extra, message):
     assert main(["train-tiny", "--out", str(tmp_path / "t"), "--steps", "2", "--no-progress", *extra]) == 2
     assert message in capsys.readouterr().err
+
+
+@settings(max_examples=30, deadline=None)
+@given(cache=specs(NAMES), unmask=specs(UNMASKS), gen_length=st.sampled_from(["0", "8", "-8", "x", "16"]),
+       steps=st.sampled_from(["0", "4", "8", "1e3", "99"]), seed=st.sampled_from(["0", "-1", "3", "2.5"]))
+def test_cli_random_options_exit_cleanly(cache, unmask, gen_length, steps, seed):
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = main(["generate", "hi", "--cache", cache, "--unmask", unmask, "--gen-length", gen_length,
+                         "--block-length", "8", "--steps", steps, "--seed", seed])
+        except SystemExit as exc:  # argparse: exit 2 with a usage line and one error line
+            code = exc.code
+    lines = [line for line in err.getvalue().splitlines() if line.startswith("error:") or ": error:" in line]
+    assert code in (0, 2), err.getvalue()
+    if code == 2:
+        assert len(lines) == 1, err.getvalue()
