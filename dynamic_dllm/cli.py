@@ -113,6 +113,22 @@ def cmd_plugins(args) -> int:
     return 0
 
 
+def cmd_models(args) -> int:
+    from .core.registry import get_registry
+
+    registry = get_registry()
+    rows = [{"model_type": name, "architectures": list(getattr(e.obj, "architectures", ())), "plugin": e.plugin,
+             "summary": e.summary} for name, e in sorted(registry.model_adapters().items())]
+    names = sorted(registry.checkpoints())
+    if args.json:
+        _print_json({"adapters": rows, "checkpoints": names})
+    else:
+        for r in rows:
+            print(f"{', '.join(r['architectures']) or '-':<24} model_type={r['model_type']:<10} {r['summary']}  [{r['plugin']}]")
+        print(f"named checkpoints: {', '.join(names)}")
+    return 0
+
+
 def add_parser(sub) -> None:
     g = sub.add_parser("generate", help="generate text for one prompt",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -141,6 +157,9 @@ def add_parser(sub) -> None:
     p = sub.add_parser("policies", help="list registered cache and unmask policies")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_policies)
+    m = sub.add_parser("models", help="list the supported architectures (HF 'architectures' / model_type) and named checkpoints")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=cmd_models)
     q = sub.add_parser("plugins", help="list loaded plugins and what each provides")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_plugins)

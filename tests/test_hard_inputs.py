@@ -255,3 +255,19 @@ def test_cli_random_options_exit_cleanly(cache, unmask, gen_length, steps, seed)
     assert code in (0, 2), err.getvalue()
     if code == 2:
         assert len(lines) == 1, err.getvalue()
+
+
+def test_loader_dispatches_on_architectures_first(tmp_path, llada_dir, capsys):
+    """LLaDA-MoE's config says model_type 'llada' but architectures LLaDAMoEModelLM: refused, not
+    loaded as the dense layout; a config without architectures falls back to model_type."""
+    import json
+
+    moe = _damaged(tmp_path / "moe", llada_dir, _config(lambda c: {**c, "architectures": ["LLaDAMoEModelLM"]}))
+    with pytest.raises(ValueError, match="architecture LLaDAMoEModelLM is not supported \\(model_type 'llada'\\); "
+                                         "supported architectures: DreamModel \\(Dream\\), LLaDAModelLM \\(llada\\)"):
+        dd.load_model(str(moe))
+    plain = _damaged(tmp_path / "plain", llada_dir, _config(lambda c: {k: v for k, v in c.items() if k != "architectures"}))
+    assert dd.load_model(str(plain)).model.family == "llada"
+    assert main(["models", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert {"LLaDAModelLM", "DreamModel"} <= {a for r in listed["adapters"] for a in r["architectures"]}

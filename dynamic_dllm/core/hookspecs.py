@@ -35,7 +35,8 @@ def register_unmask_policies(register: Callable) -> None:
 @hookspec
 def register_models(register: Callable) -> None:
     """Call ``register(model_type, adapter_class)`` for each architecture this plugin can load
-    (``model_type`` as written in a checkpoint's ``config.json``)."""
+    (``model_type`` as written in a checkpoint's ``config.json``). The class's ``architectures``
+    tuple names the HF ``architectures`` it loads; the loader dispatches on those first."""
 
 
 @hookspec

@@ -106,6 +106,28 @@ class Registry:
             raise ValueError(f"no model adapter for model_type {model_type!r}; known: {', '.join(sorted(adapters))}")
         return adapters[model_type].obj
 
+    def supported_architectures(self) -> dict[str, str]:
+        """HF ``architectures`` names → the model_type of the adapter that loads them."""
+        return {arch: name for name, entry in self.model_adapters().items()
+                for arch in getattr(entry.obj, "architectures", ())}
+
+    def model_class_for(self, config: dict):
+        """The adapter for a checkpoint config: by its ``architectures`` first (a name no adapter
+        declares is an error — e.g. LLaDA-MoE says ``model_type: llada`` but is not the dense layout),
+        then by ``model_type`` when the config names no architecture."""
+        archs = config.get("architectures") or []
+        if isinstance(archs, str):
+            archs = [archs]
+        if archs:
+            known = self.supported_architectures()
+            for arch in archs:
+                if arch in known:
+                    return self.model_adapters()[known[arch]].obj
+            listed = ", ".join(f"{a} ({t})" for a, t in sorted(known.items()))
+            raise ValueError(f"architecture {', '.join(map(str, archs))} is not supported (model_type "
+                             f"{config.get('model_type')!r}); supported architectures: {listed}")
+        return self.model_class(str(config.get("model_type", "")))
+
     def checkpoint(self, name: str) -> Entry:
         found = self.checkpoints()
         if name not in found:

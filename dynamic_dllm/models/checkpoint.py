@@ -81,7 +81,10 @@ def load_checkpoint(folder, dtype: torch.dtype = torch.float32, device: str = "c
 
     folder = Path(folder)
     config = read_config(folder)
-    model_cls = get_registry().model_class(str(config.get("model_type", "")))
+    try:
+        model_cls = get_registry().model_class_for(config)
+    except ValueError as exc:
+        raise ValueError(f"{folder}/config.json: {exc}") from None
     try:
         with torch.device("meta"):
             model = model_cls(config)

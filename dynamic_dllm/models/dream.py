@@ -72,6 +72,8 @@ def diffusion_generate_defaults(config: dict) -> dict:
 
 
 class DreamModel(DecoderModel):
+    #: HF ``architectures`` names this adapter loads (the loader dispatches on them first)
+    architectures = ("DreamModel",)
     family = "dream"
     logit_shift = 1
     rope_full_precision = False

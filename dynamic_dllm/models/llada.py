@@ -49,6 +49,8 @@ class LLaDABlock(nn.Module):
 
 
 class LLaDAModel(DecoderModel):
+    #: HF ``architectures`` names this adapter loads (the loader dispatches on them first)
+    architectures = ("LLaDAModelLM",)
     family = "llada"
     logit_shift = 0
     rope_full_precision = True
