@@ -10,6 +10,7 @@ up_proj, ff_out}, ln_f, ff_out}``.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..core.architecture import DecoderModel, LayerParts, RMSNorm
@@ -67,8 +68,10 @@ class LLaDAModel(DecoderModel):
                 f"unsupported LLaDA variant: block_type={c.get('block_type')!r}, include_bias={c.get('include_bias')!r}"
                 " (only the 'llama' block without biases is implemented)"
             )
-        if c.get("weight_tying", False):
-            raise ValueError("weight_tying=true is not supported: LLaDA checkpoints have an untied head (ff_out)")
+        if c.get("scale_logits", False):
+            raise ValueError("scale_logits=true is not supported (no LLaDA checkpoint uses it)")
+        #: tied embeddings (iLLaDA-style): logits = h · wteᵀ, no separate ff_out head
+        self.tied = bool(c.get("weight_tying", False))
         self.config = c
         self.d_model = c["d_model"]
         self.n_layers = c["n_layers"]
@@ -95,9 +98,10 @@ class LLaDAModel(DecoderModel):
                     LLaDABlock(self.d_model, self.n_heads, self.n_kv_heads, self.d_ff, eps) for _ in range(self.n_layers)
                 ),
                 "ln_f": RMSNorm(self.d_model, eps),
-                "ff_out": nn.Linear(self.d_model, self.vocab_size, bias=False),
             }
         )
+        if not self.tied:
+            self.model.transformer["ff_out"] = nn.Linear(self.d_model, self.vocab_size, bias=False)
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model.transformer["wte"](input_ids)
@@ -110,4 +114,6 @@ class LLaDAModel(DecoderModel):
         return self.model.transformer["ln_f"](h)
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
+        if self.tied:
+            return F.linear(h, self.model.transformer["wte"].weight)
         return self.model.transformer["ff_out"](h)

@@ -20,15 +20,18 @@ from .tokenizer import build_byte_tokenizer
 
 
 def random_config(family: str, vocab_size: int, mask_id: int, eos_id: int, n_layers: int = 2, d_model: int = 64,
-                  n_heads: int = 4, n_kv_heads: Optional[int] = None, d_ff: Optional[int] = None, max_length: int = 1024) -> dict:
+                  n_heads: int = 4, n_kv_heads: Optional[int] = None, d_ff: Optional[int] = None, max_length: int = 1024,
+                  tied_embeddings: bool = False) -> dict:
     d_ff = d_ff or 2 * d_model
+    if tied_embeddings and family != "llada":
+        raise ValueError("tied_embeddings is a LLaDA-layout option (weight_tying); Dream checkpoints have an untied lm_head")
     if family == "llada":
         return {
             "model_type": "llada", "architectures": ["LLaDAModelLM"], "d_model": d_model, "n_layers": n_layers,
             "n_heads": n_heads, "n_kv_heads": n_kv_heads or n_heads, "mlp_hidden_size": d_ff, "mlp_ratio": 4,
             "vocab_size": vocab_size, "embedding_size": vocab_size, "activation_type": "silu", "block_type": "llama",
             "layer_norm_type": "rms", "rms_norm_eps": 1e-5, "include_bias": False, "include_qkv_bias": False,
-            "rope": True, "rope_theta": 500000.0, "rope_full_precision": True, "weight_tying": False,
+            "rope": True, "rope_theta": 500000.0, "rope_full_precision": True, "weight_tying": bool(tied_embeddings),
             "max_sequence_length": max_length, "mask_token_id": mask_id, "eos_token_id": eos_id, "pad_token_id": eos_id,
         }
     if family == "dream":
