@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import attrs
-import torch
 
 from .tasks import Example, Task, TaskSettings, answer_of
 
