@@ -164,3 +164,14 @@ def test_adaptive_unmask_batches_equal_single_runs(tiny_lm, cache, unmask):
     assert len(set(both.stats.tokens_per_step)) > 1  # rows did commit at different rates
     for row, prompt in enumerate(prompts):
         assert both.tokens[row].tolist() == dd.generate(tiny_lm, [prompt], **kw).tokens[0].tolist()
+
+
+@pytest.mark.parametrize("cache", ["dcu+window", "dcu", "dllm-cache"])
+def test_rows_waiting_from_the_second_step_decode_as_alone(tiny_lm, cache):
+    """Small blocks: a row can finish block 0 at its first step and wait from global step 1, before
+    any layer dynamics exist (DCU must then keep the uniform split for it)."""
+    prompts = ["swap case: ab", "hi", "fill blanks: 4_6__", "caesar shift 2: xvk"]
+    kw = dict(cache=cache, unmask="threshold:threshold=0.5", gen_length=16, block_length=4, steps=16)
+    both = dd.generate(tiny_lm, prompts, **kw)
+    for row, prompt in enumerate(prompts):
+        assert both.tokens[row].tolist() == dd.generate(tiny_lm, [prompt], **kw).tokens[0].tolist()

@@ -146,3 +146,30 @@ def test_bounded_load_is_exact_and_batched(server, tiny_lm):
     singles = float(re.search(r'^dynamic_dllm_batch_size_bucket\{le="1.0"\} (\S+)', metrics, re.M).group(1))
     assert singles < count, "no batch of more than one request formed"
     assert _raw(server, "/health", method="GET")[0] == 200
+
+
+def test_streamed_stop_string_split_between_blocks(client, tiny_lm):
+    prompt = "swap case: JuLOTmu FqiAoF kWE MImwn fu xjWR UsUt qITfWV"
+    full = expected_text(tiny_lm, {"kind": "chat", "prompt": prompt, "max_tokens": 64, "cache": "none",
+                                   "unmask": "low-confidence"}, block_length=16)
+    stop = full[14:18]  # byte tokens: characters 14-17 straddle the 16-token block boundary
+    args = dict(model="tiny", messages=[{"role": "user", "content": prompt}], max_tokens=64, stop=[stop],
+                extra_body={"block_length": 16})
+    streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(stream=True, **args))
+    assert streamed == client.chat.completions.create(**args).choices[0].message.content == full[:full.index(stop)]
+
+
+def test_policies_that_are_not_batch_exact_are_not_batched():
+    from dynamic_dllm.serve.protocol import parse_request
+
+    import dynamic_dllm as dd
+
+    lm = dd.load_model("tiny")
+    defaults = {"cache": "none", "unmask": "low-confidence", "block_length": 32, "max_tokens": 32}
+    body = lambda unmask: {"prompt": "hi", "unmask": unmask}  # noqa: E731
+    assert parse_request(body("apd"), "completion", lm, "tiny", defaults).batchable
+    for unmask in ("apd-released", "random", "origin", "entropy:alg_temp=0.5"):
+        assert not parse_request(body(unmask), "completion", lm, "tiny", defaults).batchable, unmask
+    with pytest.raises(ValueError, match="stream=true needs blocks that are final"):
+        parse_request({"prompt": "hi", "stream": True, "unmask": "low-confidence:commit_mask=true"}, "completion", lm,
+                      "tiny", defaults)

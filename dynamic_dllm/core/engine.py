@@ -160,6 +160,9 @@ def denoise(model: DecoderModel, input_ids: torch.Tensor, config: GenerationConf
             if not isinstance(commit, Commit):
                 raise RuntimeError(f"unmask policy {unmask_name} returned {type(commit).__name__}, not a Commit")
             chosen = commit.positions.bool()
+            if tuple(commit.tokens.shape) != tuple(chosen.shape):
+                raise RuntimeError(f"unmask policy {unmask_name} returned tokens {tuple(commit.tokens.shape)} for positions "
+                                   f"{tuple(chosen.shape)}; a Commit's tokens and positions have the same shape")
             cs = be - chosen.shape[1]  # a commit covers the block, or everything decoded so far and the block
             if cs not in (bs, P):
                 raise RuntimeError(f"unmask policy {unmask_name} committed {chosen.shape[1]} columns; a Commit covers "

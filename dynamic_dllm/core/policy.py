@@ -105,9 +105,11 @@ class UnmaskPolicy:
     #: ``"response"`` (every generated position's, ``[B, gen_length, V]``; costs the LM head on
     #: all of them — for rules that track positions outside the current block)
     logits_rows = "block"
-    #: its choices draw random numbers even at temperature 0 (random remasking, Dream's ``origin``,
-    #: ``alg_temp``): the draws depend on the batch's shape, so a batch does not decode as its rows alone
-    draws_random = False
+    #: at temperature 0 a padded batch decodes as its rows alone: the rule is per row and draws no
+    #: random numbers (random remasking, Dream's ``origin`` and ``alg_temp`` draw them; their draws
+    #: depend on the batch's shape; ``apd-released`` shares one threshold across the batch). Declared
+    #: by each built-in policy; unknown policies count as not exact (the server then runs them alone)
+    exact_in_batches = False
 
     def start(self, run: RunInfo) -> None:
         """Reset per-generation state."""

@@ -42,6 +42,8 @@ from .compose import APD_MODES, AdaptiveThresholdRule, RulePolicy, number_in, pr
 class AdaptiveParallelDecoding(RulePolicy):
     """Dynamic-dLLM APD: per-token thresholds tau_i <- tau_i - alpha*c_i + beta*H_i; commit p_i >= tau_i (at least one)."""
 
+    exact_in_batches = True  # per-row rule, no random draws at temperature 0
+
     tau0: float = attrs.field(default=0.9, validator=number_in("APD initial threshold", 0.0, 1.0))
     alpha: float = attrs.field(default=0.001, validator=number_in("APD concentration weight", low=0.0))
     beta: float = attrs.field(default=0.0008, validator=number_in("APD instability weight", low=0.0))

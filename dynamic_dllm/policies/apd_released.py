@@ -44,6 +44,9 @@ class ReleasedAdaptiveParallelDecoding(UnmaskPolicy):
     beta: float = attrs.field(default=0.15, validator=number_in("APD instability weight", low=0.0))
 
     logits_rows = "response"
+    #: global mode shares one τ across the batch, per-token mode advances τ for waiting rows: a batch
+    #: does not decode as its rows alone (the released code decodes one sequence at a time)
+    exact_in_batches = False
 
     @mode.validator
     def _check_mode(self, attribute, value):

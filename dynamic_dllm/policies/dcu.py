@@ -267,8 +267,11 @@ class DynamicCacheUpdating(CachePolicy):
             self.sums[layer] = d.sum(1)
         if layer == state.n_layers - 1:
             dynamics = torch.stack(self.sums, 1) / self.valid_len[:, None]
-            if self.waiting is not None and self.prev_dynamics is not None:
-                dynamics.index_copy_(0, self.waiting, self.prev_dynamics.index_select(0, self.waiting))
+            if self.waiting is not None:  # no previous dynamics yet: the uniform split (all-ones weights)
+                if self.prev_dynamics is None:
+                    dynamics.index_fill_(0, self.waiting, 1.0)
+                else:
+                    dynamics.index_copy_(0, self.waiting, self.prev_dynamics.index_select(0, self.waiting))
             self.dynamics = self.prev_dynamics = dynamics
         if self.full or self.sizes[layer] == 0:
             return None

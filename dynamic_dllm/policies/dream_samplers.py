@@ -76,9 +76,9 @@ class DreamSampler(UnmaskPolicy):
     filters: dict = attrs.field(init=False, factory=dict, repr=False)
 
     @property
-    def draws_random(self) -> bool:
-        """``alg_temp`` draws the committed positions."""
-        return bool(self.alg_temp)
+    def exact_in_batches(self) -> bool:
+        """Per-row rule; ``alg_temp`` draws the committed positions (batch-shape dependent)."""
+        return not self.alg_temp
 
     def sample(self, state: StepState, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(tokens, probability of each token, filtered probabilities)."""
@@ -156,7 +156,7 @@ class DreamEntropy(DreamSampler):
 class DreamOrigin(DreamSampler):
     """Dream ``origin``: each masked position is committed with probability 1 - s/t."""
 
-    draws_random = True
+    exact_in_batches = False  # random draws depend on the batch shape
 
     def commit(self, state: StepState, logits: torch.Tensor) -> Commit:
         masked = state.block_masked

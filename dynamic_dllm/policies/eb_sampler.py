@@ -27,6 +27,8 @@ from .compose import EntropyBoundRule, RulePolicy, number_in
 class EntropyBoundedSampler(RulePolicy):
     """EB-Sampler: commit the longest confidence-ordered prefix with sum(H) - max(H) <= gamma (at least one)."""
 
+    exact_in_batches = True  # per-row rule, no random draws at temperature 0
+
     gamma: float = attrs.field(default=0.001, validator=number_in("EB-Sampler entropy bound", low=0.0))
 
     def make_rule(self) -> EntropyBoundRule:

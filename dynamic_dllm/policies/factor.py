@@ -27,6 +27,8 @@ from .compose import FactorRule, RulePolicy, number_in, probability_float64
 class FactorDecoding(RulePolicy):
     """Fast-dLLM factor rule: commit the top n for the largest n with (n+1)(1 - c(n)) < factor (at least one)."""
 
+    exact_in_batches = True  # per-row rule, no random draws at temperature 0
+
     factor: float = attrs.field(default=1.0, validator=number_in("Fast-dLLM factor rule", low=0.0, low_open=True))
 
     def score(self, view) -> torch.Tensor:

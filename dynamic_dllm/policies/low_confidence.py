@@ -30,6 +30,7 @@ from .scores import choose_tokens, even_schedule, gumbel_argmax, masked_scores, 
 class LowConfidence(UnmaskPolicy):
     """LLaDA low-confidence remasking: commit the scheduled top-k most confident masked tokens."""
 
+    exact_in_batches = True
     #: True: the argmax may be [MASK] and a block ends after its scheduled steps (the reference loop)
     commit_mask: bool = attrs.field(default=False, validator=boolean)
 
@@ -61,7 +62,7 @@ class LowConfidence(UnmaskPolicy):
 class RandomRemasking(LowConfidence):
     """LLaDA random remasking: commit the scheduled number of masked tokens, chosen uniformly."""
 
-    draws_random = True
+    exact_in_batches = False  # random draws depend on the batch shape
 
     def confidence(self, state: StepState, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         return torch.rand(tokens.shape, generator=state.generator, device=tokens.device)

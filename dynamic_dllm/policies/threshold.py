@@ -30,6 +30,8 @@ from .compose import RulePolicy, ThresholdRule, number_in, probability_float64
 class ThresholdDecoding(RulePolicy):
     """Fast-dLLM threshold: commit every masked block token with confidence ≥ threshold (at least the most confident)."""
 
+    exact_in_batches = True  # per-row rule, no random draws at temperature 0
+
     threshold: float = attrs.field(default=0.9, validator=number_in("Fast-dLLM threshold rule", 0.0, 1.0))
 
     def score(self, view) -> torch.Tensor:

@@ -38,7 +38,10 @@ class _Sink:
         return self.gone
 
     def _put(self, item) -> None:
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        except RuntimeError:  # the event loop closed (shutdown): nobody is listening any more
+            self.gone = True
 
     def block(self, text: str, finished: bool) -> None:
         self._put(("block", text, finished))
@@ -48,6 +51,18 @@ class _Sink:
 
     def fail(self, message: str) -> None:
         self._put(("fail", message))
+
+
+def _holdback(text: str, stop: tuple) -> str:
+    """``text`` without a tail that could be the start of a stop string (sent once the next block
+    shows whether the stop string follows)."""
+    keep = len(text)
+    for s in stop:
+        for n in range(min(len(s) - 1, len(text)), 0, -1):
+            if text.endswith(s[:n]):
+                keep = min(keep, len(text) - n)
+                break
+    return text[:keep]
 
 
 def _error(message: str, status: int = 400, kind: str = "invalid_request_error") -> JSONResponse:
@@ -99,8 +114,9 @@ def create_app(lm, model_name: str, defaults: dict, max_batch: int = 8, max_wait
                 sink.gone = True
                 raise
             if event[0] == "fail":
-                metrics.requests.labels(route, "400").inc()
-                return _error(event[1])
+                status = 500 if event[1].startswith("internal error") else 400
+                metrics.requests.labels(route, str(status)).inc()
+                return _error(event[1], status, "internal_error" if status == 500 else "invalid_request_error")
             _, text, finish, usage, stats = event
             metrics.requests.labels(route, "200").inc()
             metrics.latency.labels(route).observe(time.perf_counter() - t0)
@@ -119,10 +135,12 @@ def create_app(lm, model_name: str, defaults: dict, max_batch: int = 8, max_wait
                 event = await sink.queue.get()
                 if event[0] == "fail":
                     yield sse(error_body(event[1]))
-                    break
+                    metrics.requests.labels(route, "500" if event[1].startswith("internal error") else "400").inc()
+                    yield "data: [DONE]\n\n"
+                    return
                 text = event[1]
                 if event[0] == "block":
-                    safe = text.rstrip("\ufffd")  # hold back a character cut between blocks
+                    safe = _holdback(text.rstrip("\ufffd"), job.stop)  # a character cut between blocks, a stop-string prefix
                     if len(safe) > len(sent) and safe.startswith(sent):
                         yield sse(chunk_body(job, safe[len(sent):], None))
                         sent = safe

@@ -131,6 +131,8 @@ class Batcher:
             text, eos = self._text(tokens)
             text, stopped = cut(text, job.stop)
             n_out = tokens.index(self.lm.model.eos_id) if eos else len(tokens)
+            if stopped:  # the tokens of the text before the stop string
+                n_out = min(n_out, len(self.lm.tokenizer(text, add_special_tokens=False)["input_ids"]))
             finish = "stop" if eos or stopped else "length"
             usage = {"prompt_tokens": len(job.prompt_ids), "completion_tokens": n_out,
                      "total_tokens": len(job.prompt_ids) + n_out}

@@ -123,7 +123,8 @@ def parse_request(body, kind: str, lm, model_name: str, defaults: dict) -> Job:
 
     block_length = _int_field(body, "block_length", defaults["block_length"], 1)
     room = lm.model.max_length - len(ids)
-    max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
+    max_tokens = body.get("max_tokens")
+    max_tokens = body.get("max_completion_tokens") if max_tokens is None else max_tokens
     max_tokens = defaults["max_tokens"] if max_tokens is None else max_tokens
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens <= 0:
         raise RequestError(f"max_tokens must be a positive integer, got {max_tokens!r}")
@@ -154,7 +155,10 @@ def parse_request(body, kind: str, lm, model_name: str, defaults: dict) -> Job:
         caches, unmasker = registry.make_cache_policies(cache), registry.make_unmask_policy(unmask)
     except ValueError as exc:
         raise RequestError(str(exc)) from None
-    batchable = (temperature == 0 and not getattr(unmasker, "draws_random", True)
+    if stream and getattr(unmasker, "commit_mask", False):
+        raise RequestError("stream=true needs blocks that are final when sent; commit_mask=true may still commit "
+                           "masks of earlier blocks")
+    batchable = (temperature == 0 and getattr(unmasker, "exact_in_batches", False)
                  and all(getattr(c, "exact_for_waiting_rows", False) for c in caches))
     return Job(id=f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}", kind=kind,
                model_name=model_name, prompt_ids=list(ids), max_tokens=max_tokens, gen_length=gen_length,
