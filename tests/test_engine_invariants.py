@@ -167,9 +167,10 @@ def test_adaptive_unmask_batches_equal_single_runs(tiny_lm, cache, unmask):
 
 
 @pytest.mark.parametrize("cache", ["dcu+window", "dcu", "dllm-cache"])
-def test_rows_waiting_from_the_second_step_decode_as_alone(tiny_lm, cache):
-    """Small blocks: a row can finish block 0 at its first step and wait from global step 1, before
-    any layer dynamics exist (DCU must then keep the uniform split for it)."""
+def test_rows_waiting_in_small_blocks_decode_as_alone(tiny_lm, cache):
+    """Small blocks and a low threshold: rows finish blocks at different early steps and wait. (The
+    case of a row waiting before any layer dynamics exist — DCU then gives it the uniform split — is
+    not reached by these prompts.)"""
     prompts = ["swap case: ab", "hi", "fill blanks: 4_6__", "caesar shift 2: xvk"]
     kw = dict(cache=cache, unmask="threshold:threshold=0.5", gen_length=16, block_length=4, steps=16)
     both = dd.generate(tiny_lm, prompts, **kw)
