@@ -285,3 +285,28 @@ def test_cosine_input_has_the_cosine_of_the_normalised_input(any_model):
             weight.copy_(saved)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got[:, :4], torch.ones(2, 4), rtol=1e-5, atol=1e-5)
+
+
+def test_dcu_waiting_rows_keep_their_scoring_state():
+    """A row listed in state.waiting leaves the step's DCU state as it entered it: its previous
+    vectors and inverse norms are kept and, before any layer dynamics exist, its dynamics are the
+    uniform split's all-ones weights — so its next step is budgeted as in its single run."""
+    n_layers, B, L = 2, 2, 20
+    dcu = DynamicCacheUpdating(budget=4)
+    dcu.start(_run_info(n_layers, B, L))
+    g = torch.Generator().manual_seed(1)
+    inputs = [torch.randn(B, L, 8, generator=g) for _ in range(n_layers)]
+
+    def step(t, new_inputs, waiting=()):
+        state = SimpleNamespace(**{**vars(_state(t, B, L, n_layers)), "waiting": waiting})
+        dcu.step_start(state)
+        for i, x in enumerate(new_inputs):
+            dcu.layer_rows(state, i, SimpleNamespace(cosine_input=lambda out=None, x=x: x.clone()))
+
+    step(0, inputs)
+    moved = [x + torch.randn(B, L, 8, generator=g) for x in inputs]
+    step(1, moved, waiting=(1,))  # row 1 waits at the first scored step
+    assert dcu.dynamics[1].tolist() == [1.0, 1.0] and bool((dcu.dynamics[0] != 1.0).all())
+    for layer in range(n_layers):  # row 1 still compares against the vectors of step 0
+        assert torch.equal(dcu.prev[layer][0][1], inputs[layer][1])
+        assert not torch.equal(dcu.prev[layer][0][0], inputs[layer][0])
