@@ -35,6 +35,15 @@ def add_threads_option(parser: argparse.ArgumentParser) -> None:
                         help="torch CPU threads (default: %(default)s; raise it on an idle many-core CPU)")
 
 
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """``--model``, ``--dtype``, ``--device``: which checkpoint a command loads, and how."""
+    from .core.types import DTYPE_NAMES
+
+    parser.add_argument("--model", default=None, help="checkpoint folder or registered name (default: the embedded tiny model)")
+    parser.add_argument("--dtype", default="float32", choices=DTYPE_NAMES, help="weights and compute dtype")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
+
+
 def _print_json(obj) -> None:
     print(json.dumps(obj, indent=None if not sys.stdout.isatty() else 2))
 
@@ -135,7 +144,7 @@ def add_parser(sub) -> None:
                        description="Decode one prompt with a cache policy and an unmask policy; the text goes to stdout, "
                                    "a stats line to stderr. `dynamic-dllm policies` lists the policy names.")
     g.add_argument("prompt", help="the prompt text; '-' reads it from stdin")
-    g.add_argument("--model", default=None, help="checkpoint folder or registered name (default: the embedded tiny model)")
+    add_model_options(g)
     g.add_argument("--cache", default="none", help="cache spec, e.g. dual or dcu:budget=32+window:size=32")
     g.add_argument("--unmask", default="low-confidence", help="unmask spec, e.g. apd or threshold:threshold=0.9")
     g.add_argument("--gen-length", type=int, default=128, help="tokens to generate")
@@ -146,8 +155,6 @@ def add_parser(sub) -> None:
     g.add_argument("--seed", type=int, default=0, help="sampling seed, in [0, 2^63)")
     g.add_argument("--stop-at-eos", action="store_true", help="stop after the block in which every row produced EOS")
     g.add_argument("--progress", action="store_true", help="show a progress bar over the generated tokens on stderr")
-    g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="weights and compute dtype")
-    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
     g.add_argument("--no-chat", action="store_true", help="do not wrap the prompt in the chat template")
     g.add_argument("--compile", action="store_true",
                    help="compile the per-layer compute with torch.compile (the first generation pays for compiling)")

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -36,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dynamic_dllm.models.random_checkpoint import build_random_checkpoint  # noqa: E402
+from reference_import import import_copied, report  # noqa: E402
 
 CHECKPOINT = dict(seed=3, std=0.3, n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, d_ff=128)
 PROMPT = [(i * 53 + 7) % 250 for i in range(12)]  # byte ids of the byte tokenizer (no special ids)
@@ -59,17 +59,6 @@ def write_generation_config(folder: Path) -> None:
     config = json.loads((folder / "config.json").read_text())
     ids = {k: config[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id", "mask_token_id") if k in config}
     (folder / "generation_config.json").write_text(json.dumps({**ids, "top_k": 7}, indent=1) + "\n")
-
-
-def _import_reference(modeling: Path):
-    tmp = Path(tempfile.mkdtemp(prefix="dream_ref_"))
-    pkg = tmp / "dream_reference_model"
-    pkg.mkdir()
-    for name in ("modeling_dream.py", "configuration_dream.py", "generation_utils.py"):
-        shutil.copy(modeling / name, pkg / name)
-    (pkg / "__init__.py").write_text("")
-    sys.path.insert(0, str(tmp))
-    return importlib.import_module("dream_reference_model.modeling_dream")
 
 
 def run_case(modeling_mod, folder: Path, alg: str, top_k: str) -> dict:
@@ -98,21 +87,16 @@ def main():
     ap.add_argument("--check", action="store_true", help="compare with --out instead of writing it")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    modeling_mod = _import_reference(args.modeling)
+    modeling_mod = import_copied(args.modeling, ("modeling_dream.py", "configuration_dream.py", "generation_utils.py"),
+                                 "dream_reference_model", "modeling_dream")
     folder = build_random_checkpoint("dream", Path(tempfile.mkdtemp(prefix="dream_ckpt_")) / "dream", **CHECKPOINT)
     write_generation_config(folder)
     recorded = json.loads(args.out.read_text()) if args.check else None
     results, bad = {}, 0
     for alg, top_k in cases():
         name = case_name(alg, top_k)
-        res = run_case(modeling_mod, folder, alg, top_k)
-        results[name] = res
-        if recorded is not None:
-            same = recorded["cases"].get(name) == res
-            bad += not same
-            print(f"{'same' if same else 'DIFFERENT':>9}  {name}", flush=True)
-        else:
-            print(f"{name}: {res}", flush=True)
+        res = results[name] = run_case(modeling_mod, folder, alg, top_k)
+        bad += report(name, res, recorded, str(res))
     if recorded is None:
         payload = {"reference": "NVlabs/Fast-dLLM 24cc59e dream/model (Dream's generation_utils.py)",
                    "command": " ".join(["tools/dream_reference.py"] + sys.argv[1:]), "torch": torch.__version__,

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -29,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dynamic_dllm.models.random_checkpoint import build_random_checkpoint  # noqa: E402
+from reference_import import import_copied  # noqa: E402
 
 VARIANTS = {
     "mha-untied": dict(seed=5, std=0.3, n_layers=2, d_model=64, n_heads=4, d_ff=128, max_length=256),
@@ -43,17 +43,6 @@ def input_ids(mask_id: int) -> list:
     return [mask_id if i in MASKED else t for i, t in enumerate(ids)]
 
 
-def _import_reference(modeling: Path):
-    tmp = Path(tempfile.mkdtemp(prefix="llada_logits_"))
-    pkg = tmp / "llada_logits_reference"
-    pkg.mkdir()
-    for name in ("modeling_llada.py", "configuration_llada.py"):
-        shutil.copy(modeling / name, pkg / name)
-    (pkg / "__init__.py").write_text("")
-    sys.path.insert(0, str(tmp))
-    return importlib.import_module("llada_logits_reference.modeling_llada")
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--modeling", type=Path, required=True, help="folder with modeling_llada.py and configuration_llada.py")
@@ -61,7 +50,8 @@ def main():
     ap.add_argument("--check", action="store_true", help="compare with --out instead of writing it")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    ref = _import_reference(args.modeling)
+    ref = import_copied(args.modeling, ("modeling_llada.py", "configuration_llada.py"), "llada_logits_reference",
+                        "modeling_llada")
     work = Path(tempfile.mkdtemp(prefix="llada_logits_ckpt_"))
     results = {}
     for name, kw in VARIANTS.items():

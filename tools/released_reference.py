@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import shutil
 import sys
 import tempfile
 from dataclasses import asdict
@@ -39,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dynamic_dllm.models.random_checkpoint import build_random_checkpoint  # noqa: E402
+from reference_import import import_copied, report  # noqa: E402
 
 #: checkpoints: name -> build_random_checkpoint arguments (std 0.3: confident, rarely tied logits)
 CHECKPOINTS = {
@@ -78,15 +78,9 @@ def case_name(ckpt, geo, kind, params) -> str:
 
 
 def _import_reference(released: Path, modeling: Path):
-    tmp = Path(tempfile.mkdtemp(prefix="llada_ref_"))
-    pkg = tmp / "llada_reference_model"
-    pkg.mkdir()
-    for name in ("modeling_llada.py", "configuration_llada.py"):
-        shutil.copy(modeling / name, pkg / name)
-    (pkg / "__init__.py").write_text("")
-    sys.path.insert(0, str(tmp))
+    modeling_mod = import_copied(modeling, ("modeling_llada.py", "configuration_llada.py"), "llada_reference_model",
+                                 "modeling_llada")
     sys.path.insert(0, str(released))
-    modeling_mod = importlib.import_module("llada_reference_model.modeling_llada")
     cache_mod = importlib.import_module("dynamic_dllm_cache.cache")
     hooks_mod = importlib.import_module("dynamic_dllm_cache.hooks")
     gen_mod = importlib.import_module("utils.generate_function")
@@ -159,14 +153,8 @@ def main():
         name = case_name(ckpt, geo, kind, params)
         if args.only and args.only not in name:
             continue
-        res = run_case(ref, folders[ckpt], mask_id, geo, kind, params)
-        results[name] = res
-        if recorded is not None:
-            same = recorded["cases"].get(name) == res
-            bad += not same
-            print(f"{'same' if same else 'DIFFERENT':>9}  {name}", flush=True)
-        else:
-            print(f"{name}: nfe {res['nfe']}", flush=True)
+        res = results[name] = run_case(ref, folders[ckpt], mask_id, geo, kind, params)
+        bad += report(name, res, recorded, f"nfe {res['nfe']}")
     if recorded is None:
         payload = {"released_commit": "43cb93b7", "command": " ".join(["tools/released_reference.py"] + sys.argv[1:]),
                    "torch": torch.__version__, "prompt": PROMPT, "checkpoints": CHECKPOINTS,

@@ -18,6 +18,8 @@ import torch
 from .validators import boolean, integer, number_in
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+#: the ``dtype`` names a GenerationConfig accepts
+DTYPE_NAMES = tuple(_DTYPES)
 
 
 def _available_device(instance, attribute, value):

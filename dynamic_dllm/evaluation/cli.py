@@ -146,10 +146,10 @@ def _plots(args, lm, tasks, rows, result) -> None:
 
 
 def add_parser(sub) -> None:
-    from ..cli import add_threads_option, positive_int
+    from ..cli import add_model_options, add_threads_option, positive_int
 
     b = sub.add_parser("bench", help="presets x tasks on one model: accuracy, tokens/s, speedup, agreement (paper table)")
-    b.add_argument("--model", default=None, help="checkpoint folder or registered name (default: the embedded model)")
+    add_model_options(b)
     b.add_argument("--tasks", default="tiny-suite",
                    help="comma-separated: tiny-suite, gsm8k, mmlu, arc_challenge, gpqa, humaneval")
     b.add_argument("--presets", default=None,
@@ -174,8 +174,6 @@ def add_parser(sub) -> None:
     b.add_argument("--gpqa-subset", default="main", choices=["main", "diamond"])
     b.add_argument("--allow-code-execution", action="store_true",
                    help="allow humaneval to execute model-generated code (subprocess, timeout, memory limit)")
-    b.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    b.add_argument("--device", default="cpu")
     add_threads_option(b)
     b.add_argument("--out", default="bench_results", help="folder for records/summary JSON+CSV and the table")
     b.add_argument("--plot", default=None, metavar="DIR", help="write frontier.png and recompute_heatmap.png here")

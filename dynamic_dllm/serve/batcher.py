@@ -19,7 +19,7 @@ from typing import Protocol
 
 import torch
 
-from .protocol import Job, cut, left_pad
+from .protocol import Job, cut, left_pad, until_eos
 
 
 class Sink(Protocol):
@@ -88,10 +88,7 @@ class Batcher:
 
     def _text(self, tokens: list) -> tuple[str, bool]:
         """Decoded ``tokens`` up to the first EOS, and whether an EOS was found."""
-        eos = self.lm.model.eos_id
-        hit = eos in tokens
-        if hit:
-            tokens = tokens[:tokens.index(eos)]
+        tokens, hit = until_eos(tokens, self.lm.model.eos_id)
         return self.lm.tokenizer.decode(tokens, skip_special_tokens=True), hit
 
     def _run(self, batch: list) -> None:
@@ -127,10 +124,9 @@ class Batcher:
         self.metrics.nfe.inc(s.nfe)
         self.metrics.tokens_per_step.observe(s.mean_tokens_per_step)
         for row, (job, sink) in enumerate(batch):
-            tokens = out.tokens[row].tolist()[:job.max_tokens]
-            text, eos = self._text(tokens)
-            text, stopped = cut(text, job.stop)
-            n_out = tokens.index(self.lm.model.eos_id) if eos else len(tokens)
+            body, eos = until_eos(out.tokens[row].tolist()[:job.max_tokens], self.lm.model.eos_id)
+            text, stopped = cut(self.lm.tokenizer.decode(body, skip_special_tokens=True), job.stop)
+            n_out = len(body)
             if stopped:  # the tokens of the text before the stop string
                 n_out = min(n_out, len(self.lm.tokenizer(text, add_special_tokens=False)["input_ids"]))
             finish = "stop" if eos or stopped else "length"

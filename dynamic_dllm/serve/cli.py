@@ -36,6 +36,7 @@ def cmd_chat(args) -> int:
 
     from ..api import generate, load_model
     from ..core.registry import get_registry
+    from .protocol import until_eos
 
     registry = get_registry()
     cache, unmask = registry.make_cache_policies(args.cache), registry.make_unmask_policy(args.unmask)
@@ -63,8 +64,7 @@ def cmd_chat(args) -> int:
             if eos in _decoded:
                 return
             _decoded.extend(tokens[0].tolist())
-            upto = _decoded[:_decoded.index(eos)] if eos in _decoded else _decoded
-            now = tok.decode(upto, skip_special_tokens=True).rstrip("\ufffd")
+            now = tok.decode(until_eos(_decoded, eos)[0], skip_special_tokens=True).rstrip("\ufffd")
             print(now[len(_shown[0]):], end="", flush=True)
             _shown[0] = now
 
@@ -78,13 +78,13 @@ def cmd_chat(args) -> int:
 def add_parser(sub) -> None:
     import argparse
 
-    from ..cli import add_threads_option, positive_int
+    from ..cli import add_model_options, add_threads_option, positive_int
 
     s = sub.add_parser("serve", help="OpenAI-compatible HTTP server (chat, completions, streaming, batching)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        description="Serve one model behind /v1/chat/completions and /v1/completions; each request "
                                    "may choose its cache and unmask policy (fields 'cache', 'unmask').")
-    s.add_argument("--model", default=None, help="checkpoint folder or registered name (default: the embedded tiny model)")
+    add_model_options(s)
     s.add_argument("--host", default="127.0.0.1", help="interface to listen on (loopback by default)")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--cache", default="none", help="default cache spec of requests that name none")
@@ -94,18 +94,14 @@ def add_parser(sub) -> None:
     s.add_argument("--max-batch", type=positive_int, default=8, help="requests decoded together at most")
     s.add_argument("--max-wait-ms", type=float, default=20.0, help="how long a request waits for batch mates")
     s.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY'")
-    s.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    s.add_argument("--device", default="cpu")
     add_threads_option(s)
     s.set_defaults(func=cmd_serve)
     c = sub.add_parser("chat", help="multi-turn chat in the terminal, each block printed when final",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    c.add_argument("--model", default=None, help="checkpoint folder or registered name (default: the embedded tiny model)")
+    add_model_options(c)
     c.add_argument("--cache", default="dual", help="cache spec")
     c.add_argument("--unmask", default="low-confidence", help="unmask spec")
     c.add_argument("--gen-length", type=positive_int, default=128, help="tokens per answer at most")
     c.add_argument("--block-length", type=positive_int, default=32)
-    c.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    c.add_argument("--device", default="cpu")
     add_threads_option(c)
     c.set_defaults(func=cmd_chat)

@@ -105,12 +105,12 @@ def expected_text(lm, req: dict, block_length: int = 32) -> str:
     """``dd.generate`` for the request alone: tokens up to ``max_tokens`` and the first EOS, decoded."""
     import dynamic_dllm as dd
 
+    from .protocol import until_eos
+
     G = -(-req["max_tokens"] // block_length) * block_length
     out = dd.generate(lm, [req["prompt"]], chat=req["kind"] == "chat", cache=req["cache"], unmask=req["unmask"],
                       gen_length=G, block_length=block_length, steps=G)
-    tokens = out.tokens[0].tolist()[:req["max_tokens"]]
-    if lm.model.eos_id in tokens:
-        tokens = tokens[:tokens.index(lm.model.eos_id)]
+    tokens, _ = until_eos(out.tokens[0].tolist()[:req["max_tokens"]], lm.model.eos_id)
     return lm.tokenizer.decode(tokens, skip_special_tokens=True)
 
 

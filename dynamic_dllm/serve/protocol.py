@@ -166,6 +166,13 @@ def parse_request(body, kind: str, lm, model_name: str, defaults: dict) -> Job:
                stream=stream, cache=cache, unmask=unmask, batchable=batchable)
 
 
+def until_eos(tokens: list, eos_id: int) -> tuple[list, bool]:
+    """``tokens`` before the first EOS, and whether there was one."""
+    if eos_id in tokens:
+        return tokens[:tokens.index(eos_id)], True
+    return tokens, False
+
+
 def cut(text: str, stop: tuple) -> tuple[str, bool]:
     """``text`` up to the first stop string, and whether one was found."""
     hits = [i for i in (text.find(s) for s in stop) if i >= 0]

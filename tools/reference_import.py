@@ -1,0 +1,34 @@
+"""Shared by the reference-recording tools: import a reference repository's modeling files from
+where they lie, through a temporary package (nothing is copied into this project), and compare a
+fresh run with a recorded one."""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+
+def import_copied(folder: Path, files: tuple, package: str, module: str):
+    """``package.module`` from ``files`` of ``folder`` copied into a temporary package ``package``
+    (the reference files import each other relatively, so they need a package of their own)."""
+    pkg = Path(tempfile.mkdtemp(prefix=f"{package}_")) / package
+    pkg.mkdir()
+    for name in files:
+        shutil.copy(Path(folder) / name, pkg / name)
+    (pkg / "__init__.py").write_text("")
+    sys.path.insert(0, str(pkg.parent))
+    return importlib.import_module(f"{package}.{module}")
+
+
+def report(name: str, result, recorded: dict | None, summary: str) -> bool:
+    """Print one line for a case — ``same`` / ``DIFFERENT`` against ``recorded["cases"]`` with
+    ``--check``, else ``summary`` — and return whether it differs."""
+    if recorded is None:
+        print(f"{name}: {summary}", flush=True)
+        return False
+    same = recorded["cases"].get(name) == result
+    print(f"{'same' if same else 'DIFFERENT':>9}  {name}", flush=True)
+    return not same
