@@ -87,7 +87,8 @@ def test_every_cache_policy_with_every_unmask_policy(any_model):
     """Whatever the registry holds at test time: each pair finishes every block in time, leaves no
     mask, and (for the score + rule policies) commits at least one token per row and step.
     ``dcu-released`` decodes one sequence of a LLaDA-layout model, as released: it runs on the
-    first prompt alone and refuses a Dream model in one line."""
+    first prompt alone and refuses a Dream model in one line; ``block-kv`` (exact only for
+    block-causal models) refuses both bidirectional layouts in one line."""
     registry = dd.get_registry()
     caches, unmasks = sorted(registry.cache_policies()), sorted(registry.unmask_policies())
     assert {"threshold", "factor", "apd", "eb-sampler"} <= set(unmasks)
@@ -101,6 +102,10 @@ def test_every_cache_policy_with_every_unmask_policy(any_model):
             run_ids = ids[:1] if cache == "dcu-released" else ids
             if cache == "dcu-released" and any_model.model.logit_shift:
                 with pytest.raises(ValueError, match="Dream layout"):
+                    dd.generate(any_model, run_ids, cache=cache, unmask=spy, config=config)
+                continue
+            if cache == "block-kv":
+                with pytest.raises(ValueError, match="block-causal"):
                     dd.generate(any_model, run_ids, cache=cache, unmask=spy, config=config)
                 continue
             try:

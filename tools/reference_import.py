@@ -11,13 +11,17 @@ import tempfile
 from pathlib import Path
 
 
-def import_copied(folder: Path, files: tuple, package: str, module: str):
+def import_copied(folder: Path, files: tuple, package: str, module: str, stand_ins: dict | None = None):
     """``package.module`` from ``files`` of ``folder`` copied into a temporary package ``package``
-    (the reference files import each other relatively, so they need a package of their own)."""
+    (the reference files import each other relatively, so they need a package of their own);
+    ``stand_ins`` maps further module file names to source text written beside them (for a
+    sibling module the reference imports but the run does not use, e.g. a training-only kernel)."""
     pkg = Path(tempfile.mkdtemp(prefix=f"{package}_")) / package
     pkg.mkdir()
     for name in files:
         shutil.copy(Path(folder) / name, pkg / name)
+    for name, text in (stand_ins or {}).items():
+        (pkg / name).write_text(text)
     (pkg / "__init__.py").write_text("")
     sys.path.insert(0, str(pkg.parent))
     return importlib.import_module(f"{package}.{module}")

@@ -1,9 +1,14 @@
 """The architecture contract every model adapter fulfils, and the pieces LLaDA and Dream share.
 
-A masked-diffusion LM here is a pre-norm transformer with bidirectional attention:
+A masked-diffusion LM here is a pre-norm transformer:
 
-    h   = x + O(Attn(RoPE(Q(n1(x))), RoPE(K(n1(x))), V(n1(x))))
+    h   = x + O(Attn(RoPE(nq(Q(n1(x)))), RoPE(nk(K(n1(x)))), V(n1(x))))
     out = h + Down(SiLU(Gate(n2(h))) * Up(n2(h)))
+
+with ``nq``/``nk`` the optional per-head QK-norm (Qwen3 layout: an RMSNorm over ``head_dim``, before
+RoPE; identity for LLaDA and Dream) and attention either bidirectional over every key, or
+*block-causal* (block-diffusion models such as SDAR: position i sees position j iff
+``j // block ≤ i // block``, blocks counted from position 0; see :func:`block_causal_mask`).
 
 Adapters expose each layer as a :class:`LayerParts` (norms, projections, FFN) so the partial-layer
 executor can run any subset of rows; :meth:`DecoderModel.forward` is the plain full forward the
@@ -49,6 +54,28 @@ class LayerParts(NamedTuple):
     gate_proj: nn.Linear
     up_proj: nn.Linear
     down_proj: nn.Linear
+    #: per-head QK-norm applied to ``[..., heads, head_dim]`` before RoPE (None: none)
+    q_norm: Optional[nn.Module] = None
+    k_norm: Optional[nn.Module] = None
+
+
+def query_heads(p: LayerParts, q: torch.Tensor, n_heads: int, head_dim: int) -> torch.Tensor:
+    """Projected queries ``[..., H·D]`` as heads ``[..., H, D]``, QK-normed if the layer has one."""
+    q = q.view(*q.shape[:-1], n_heads, head_dim)
+    return q if p.q_norm is None else p.q_norm(q)
+
+
+def key_heads(p: LayerParts, k: torch.Tensor, n_kv_heads: int, head_dim: int) -> torch.Tensor:
+    """Projected keys ``[..., Hkv·D]`` as heads ``[..., Hkv, D]``, QK-normed if the layer has one."""
+    k = k.view(*k.shape[:-1], n_kv_heads, head_dim)
+    return k if p.k_norm is None else p.k_norm(k)
+
+
+def block_causal_mask(length: int, block: int, device=None) -> torch.Tensor:
+    """Bool ``[length, length]``: query i may attend to key j iff ``j // block <= i // block``
+    (bidirectional inside a block, causal across blocks, blocks counted from position 0)."""
+    blocks = torch.arange(length, device=device) // block
+    return blocks[None, :] <= blocks[:, None]
 
 
 def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,12 +147,18 @@ class DecoderModel(nn.Module, abc.ABC):
     ``max_length``, ``mask_id``, ``eos_id``, ``pad_id``, ``logit_shift``; and may set
     ``sampling_defaults`` (what the family's own sampler uses for settings a caller leaves unset,
     e.g. Dream's ``top_k``; read by samplers whose parameter is ``"checkpoint"``).
+
+    Block-diffusion models set ``block_causal = True`` and ``block_size`` (the block length they
+    were trained with): their attention is :func:`block_causal_mask` over blocks of the generation's
+    ``block_length``, which must equal ``block_size``.
     """
 
     family: str = ""
     logit_shift: int = 0
     rope_full_precision: bool = True
     sampling_defaults: dict = {}
+    block_causal: bool = False
+    block_size: Optional[int] = None
 
     @abc.abstractmethod
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -148,10 +181,11 @@ class DecoderModel(nn.Module, abc.ABC):
         return self.n_kv_heads * self.head_dim
 
     def layer_flops(self, rows: int, keys: int) -> int:
-        """Multiply-add FLOPs (x2) of one layer for ``rows`` query rows over ``keys`` keys:
-        Q/O projections ``2*2*d*d``, K/V ``2*2*d*kv``, attention ``2*2*keys*d``, SwiGLU ``2*3*d*d_ff``."""
-        d = self.d_model
-        per_row = 4 * d * d + 4 * d * self.kv_dim + 4 * keys * d + 6 * d * self.d_ff
+        """Multiply-add FLOPs (x2) of one layer for ``rows`` query rows over ``keys`` keys, with
+        ``q = n_heads·head_dim``: Q/O projections ``2*2*d*q``, K/V ``2*2*d*kv``, attention
+        ``2*2*keys*q``, SwiGLU ``2*3*d*d_ff``."""
+        d, q = self.d_model, self.n_heads * self.head_dim
+        per_row = 4 * d * q + 4 * d * self.kv_dim + 4 * keys * q + 6 * d * self.d_ff
         return rows * per_row
 
     def forward(
@@ -159,20 +193,27 @@ class DecoderModel(nn.Module, abc.ABC):
         input_ids: torch.Tensor,
         attention_mask: Optional[torch.Tensor] = None,
         position_ids: Optional[torch.Tensor] = None,
+        block_length: Optional[int] = None,
     ) -> torch.Tensor:
-        """Plain full forward: logits ``[B, L, V]`` for every position (no cache, no shift)."""
+        """Plain full forward: logits ``[B, L, V]`` for every position (no cache, no shift);
+        ``attention_mask`` ``[B, L]`` hides padding keys; a block-causal model needs
+        ``block_length`` (default: its ``block_size``)."""
         B, L = input_ids.shape
         if position_ids is None:
             position_ids = torch.arange(L, device=input_ids.device).expand(B, L)
         cos, sin = rope_cos_sin(position_ids, self.head_dim, self.rope_theta)
+        mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
+        if self.block_causal:
+            causal = block_causal_mask(L, block_length or self.block_size, input_ids.device)[None, None]
+            mask = causal if mask is None else causal & mask
         x = self.embed(input_ids)
         for i in range(self.n_layers):
             p = self.layer(i)
             xn = p.attn_norm(x)
-            q = apply_rope(p.q_proj(xn).view(B, L, self.n_heads, self.head_dim), cos, sin, self.rope_full_precision)
-            k = apply_rope(p.k_proj(xn).view(B, L, self.n_kv_heads, self.head_dim), cos, sin, self.rope_full_precision)
+            q = apply_rope(query_heads(p, p.q_proj(xn), self.n_heads, self.head_dim), cos, sin, self.rope_full_precision)
+            k = apply_rope(key_heads(p, p.k_proj(xn), self.n_kv_heads, self.head_dim), cos, sin, self.rope_full_precision)
             v = p.v_proj(xn).view(B, L, self.n_kv_heads, self.head_dim)
-            x = x + p.o_proj(attention(q, k, v, attention_mask))
+            x = x + p.o_proj(attention(q, k, v, mask))
             hn = p.ffn_norm(x)
             x = x + p.down_proj(F.silu(p.gate_proj(hn)) * p.up_proj(hn))
         return self.head(self.final_norm(x))

@@ -1,6 +1,10 @@
 """The denoising loop shared by every policy.
 
-canvas = prompt + ``gen_length`` MASKs, split into blocks decoded left to right. Each step:
+canvas = prompt + ``gen_length`` MASKs, split into blocks decoded left to right. Blocks start after
+the prompt; for a block-causal model (SDAR) they are aligned to position 0 as it was trained, so
+the prompt's last ``P mod block_length`` tokens share the first block with its masks (they are
+not masked and never committed) and the canvas runs to the end of the block holding position
+``P + gen_length − 1`` (the tokens past ``gen_length`` are decoded and cut). Each step:
 cache policies may ask for a full step and choose, per layer, the rows to recompute (united)
 and optionally the keys attention may use (intersected); the partial-layer executor runs the
 model; the unmask policy picks commits among the current block's masks; the engine writes them
@@ -66,6 +70,13 @@ def check_inputs(model: DecoderModel, input_ids: torch.Tensor, attention_mask: O
         raise ValueError(f"the prompt contains the mask token (id {model.mask_id}); it would never be decoded")
     if int(input_ids.max()) >= model.vocab_size or int(input_ids.min()) < 0:
         raise ValueError(f"prompt token ids must lie in [0, {model.vocab_size}); got min {int(input_ids.min())}, max {int(input_ids.max())}")
+    if model.block_causal:
+        if attention_mask is not None and not bool(attention_mask.bool().all()):
+            raise ValueError(f"{model.family} is block-causal: its blocks are aligned to each sequence's position 0, so a "
+                             "left-padded batch cannot share them; pass prompts of equal length (or one at a time)")
+        if config.block_length != model.block_size:
+            raise ValueError(f"block_length={config.block_length}, but this {model.family} checkpoint was trained with "
+                             f"block_size={model.block_size} (config.json); its attention blocks must match it")
     if config.cfg_scale > 0 and not all(getattr(p, "supports_cfg", False) for p in cache_policies):
         names = [type(p).__name__ for p in cache_policies if not getattr(p, "supports_cfg", False)]
         raise ValueError(f"cfg_scale={config.cfg_scale} needs a cache policy that supports guidance; {names} do not (use cache 'none')")
@@ -77,7 +88,8 @@ def denoise(model: DecoderModel, input_ids: torch.Tensor, config: GenerationConf
             on_block=None) -> tuple[torch.Tensor, GenerationStats]:
     """Run the loop on left-padded ``input_ids`` ``[B, P]``. Returns the final canvas ``[B, P+G]``
     and the stats. ``progress``, if given, is called with the number of tokens committed per step;
-    ``on_block``, if given, with ``(block_index, tokens [B, block_length])`` when a block is final
+    ``on_block``, if given, with ``(block_index, tokens [B, ≤ block_length])`` (the block's generated
+    positions) when a block is final
     (blocks are decoded left to right, so a streaming server can send it)."""
     cache_policies = [check_policy(p, "cache") for p in cache_policies]
     unmask_policy = check_policy(unmask_policy, "unmask")
@@ -85,27 +97,29 @@ def denoise(model: DecoderModel, input_ids: torch.Tensor, config: GenerationConf
     device = next(model.parameters()).device
     B, P = input_ids.shape
     G, Lb = config.gen_length, config.block_length
-    L = P + G
+    origin = (P // Lb) * Lb if model.block_causal else P  # where the first block starts
+    n_blocks = -(-(P - origin + G) // Lb)
+    L = origin + n_blocks * Lb
     shift, mask_id = model.logit_shift, model.mask_id
-    x = torch.cat([input_ids.to(device).long(), torch.full((B, G), mask_id, dtype=torch.long, device=device)], 1)
+    x = torch.cat([input_ids.to(device).long(), torch.full((B, L - P), mask_id, dtype=torch.long, device=device)], 1)
     prompt_valid = torch.ones(B, P, dtype=torch.bool, device=device) if attention_mask is None else attention_mask.to(device).bool()
-    valid = torch.cat([prompt_valid, torch.ones(B, G, dtype=torch.bool, device=device)], 1)
+    valid = torch.cat([prompt_valid, torch.ones(B, L - P, dtype=torch.bool, device=device)], 1)
     positions = (valid.long().cumsum(1) - 1).clamp(min=0)
     generator = torch.Generator(device=device).manual_seed(config.seed)
 
     cfg = config.cfg_scale > 0
     keep_cache = any(getattr(p, "reuses_cache", True) for p in cache_policies)
     if cfg:  # unconditional branch: the prompt masked out (LLaDA), batched after the conditional one
-        executor = PartialLayerExecutor(model, valid.repeat(2, 1), positions.repeat(2, 1), keep_cache, config.compile)
+        executor = PartialLayerExecutor(model, valid.repeat(2, 1), positions.repeat(2, 1), keep_cache, config.compile, Lb)
     else:
-        executor = PartialLayerExecutor(model, valid, positions, keep_cache, config.compile)
+        executor = PartialLayerExecutor(model, valid, positions, keep_cache, config.compile, Lb)
     clock = _Clock()
     key_policies = [p for p in cache_policies if getattr(p, "restricts_keys", False)]
     unmask_name = type(unmask_policy).__name__
     response_logits = getattr(unmask_policy, "logits_rows", "block") == "response"
     run = RunInfo(config=config, batch_size=B, prompt_length=P, length=L, n_layers=model.n_layers, d_model=model.d_model,
                   mask_id=mask_id, eos_id=model.eos_id, logit_shift=shift, device=device, valid=valid,
-                  sampling_defaults=dict(getattr(model, "sampling_defaults", {})))
+                  sampling_defaults=dict(getattr(model, "sampling_defaults", {})), block_causal=model.block_causal)
     for policy in (*cache_policies, unmask_policy):
         clock(policy.start, run)
 
@@ -114,8 +128,8 @@ def denoise(model: DecoderModel, input_ids: torch.Tensor, config: GenerationConf
     max_steps = max(config.steps_per_block, Lb)
     step = 0
     t_start = time.perf_counter()
-    for block in range(config.num_blocks):
-        bs, be = P + block * Lb, P + (block + 1) * Lb
+    for block in range(n_blocks):
+        bs, be = origin + block * Lb, origin + (block + 1) * Lb
         # a block starts fully masked unless stop_at_eos filled it with EOS
         waiting: tuple = ()  # batch rows without masks in this block: they wait for the others
         if config.stop_at_eos:
@@ -185,11 +199,12 @@ def denoise(model: DecoderModel, input_ids: torch.Tensor, config: GenerationConf
             step_in_block += 1
             has_masks = n_left > 0 and not commit.end_block
         if on_block is not None:
-            on_block(block, x[:, bs:be])
+            on_block(block, x[:, max(bs, P):min(be, P + G)])
         if config.stop_at_eos:
             done = (x[:, P:be] == model.eos_id).any(1)
             x = torch.cat([x[:, :be], torch.where(done[:, None] & (x[:, be:] == mask_id), model.eos_id, x[:, be:])], 1)
     wall = time.perf_counter() - t_start
+    x = x[:, :P + G]  # a block-causal model's last block may run past gen_length
     generated = int((x[:, P:] != model.eos_id).sum())
     stats = GenerationStats(
         nfe=step, wall_time=wall, tokens_per_second=generated / wall if wall > 0 else 0.0, generated_tokens=generated,

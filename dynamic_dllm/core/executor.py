@@ -39,7 +39,7 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .architecture import DecoderModel, LayerParts, Rotary, attention
+from .architecture import DecoderModel, LayerParts, Rotary, attention, block_causal_mask, key_heads, query_heads
 from .rows import RowSet, union
 
 
@@ -137,14 +137,14 @@ class LayerContext:
         H, Hkv, D = m.n_heads, m.n_kv_heads, m.head_dim
         index = query_rows.positions(B, self.hidden.device)
         rope, rope_read = ex.rope, query_rows.read_index(ex.rope.cos)
-        q = rope.rotate(ex._heads(self.parts.q_proj(self.normed().gather(1, query_rows.read_index(self.hidden))), H),
+        q = rope.rotate(query_heads(self.parts, self.parts.q_proj(self.normed().gather(1, query_rows.read_index(self.hidden))), H, D),
                         rope.cos.gather(1, rope_read), rope.sin.gather(1, rope_read))
         in_range = (torch.ones(index.shape, dtype=torch.bool, device=index.device) if query_rows.writable is None
                     else query_rows.writable)
         weight = in_range.to(q.dtype) / in_range.sum(1).clamp(min=1)[:, None].to(q.dtype)
         mean_q = (q * weight[:, :, None, None]).sum(1)  # [B, H, D]
         per_kv_head = mean_q.view(B, Hkv, H // Hkv, D).sum(2) / H   # query heads h // (H // Hkv) share K head
-        k = rope.rotate(ex._heads(self.keys(), Hkv), rope.cos, rope.sin)
+        k = rope.rotate(key_heads(self.parts, self.keys(), Hkv, D), rope.cos, rope.sin)
         ex.extra_flops += 2 * index.numel() * m.d_model * m.d_model + 2 * B * L * m.kv_dim
         return torch.einsum("bgd,blgd->bl", per_kv_head, k)
 
@@ -165,8 +165,8 @@ def project(p: LayerParts, xn: torch.Tensor, cos: torch.Tensor, sin: torch.Tenso
     already projected by a policy) are used instead of projecting again. ``heads`` = (H, Hkv, D)."""
     H, Hkv, D = heads
     lead = xn.shape[:-1]
-    q = rope.rotate(p.q_proj(xn).view(*lead, H, D), cos, sin)
-    k = rope.rotate((k_given if k_given is not None else p.k_proj(xn)).view(*lead, Hkv, D), cos, sin)
+    q = rope.rotate(query_heads(p, p.q_proj(xn), H, D), cos, sin)
+    k = rope.rotate(key_heads(p, k_given if k_given is not None else p.k_proj(xn), Hkv, D), cos, sin)
     v = (v_given if v_given is not None else p.v_proj(xn)).view(*lead, Hkv, D)
     return q, k, v
 
@@ -213,12 +213,16 @@ class PartialLayerExecutor:
     """
 
     def __init__(self, model: DecoderModel, valid: torch.Tensor, positions: torch.Tensor, keep_cache: bool = True,
-                 compile: bool = False):
+                 compile: bool = False, block_length: Optional[int] = None):
         self.model = model
         self.project, self.attend, self.feed_forward = compiled_kernels() if compile else EAGER
         self.heads = (model.n_heads, model.n_kv_heads, model.head_dim)
         self.parts = [model.layer(i) for i in range(model.n_layers)]
         self.key_valid = None if bool(valid.all()) else valid[:, None, None, :]
+        #: block-causal models: bool ``[L, L]`` query-by-key mask over canvas blocks of ``block_length``
+        #: (the canvas starts at a block boundary; see :func:`~dynamic_dllm.core.architecture.block_causal_mask`)
+        self.block_mask = (block_causal_mask(valid.shape[1], block_length or model.block_size, valid.device)
+                           if model.block_causal else None)
         dtype = next(model.parameters()).dtype
         self.rope = Rotary(positions, model.head_dim, model.rope_theta, dtype, model.rope_full_precision)
         self.shape = tuple(valid.shape)
@@ -331,7 +335,7 @@ class PartialLayerExecutor:
         fresh_all = ctx.fresh_values is not None and ctx.fresh_value_rows is None
         q, k_rot, v = self.project(p, ctx.normed(), rope.cos, rope.sin, rope, self.heads, ctx.fresh_keys,
                                    ctx.fresh_values if fresh_all else None)
-        a = self.attend(p, q, k_rot, v, ctx.key_mask)
+        a = self.attend(p, q, k_rot, v, self._queries_mask(ctx.key_mask, self.block_mask))
         h = torch.add(x, a, out=self.stream[2])
         f = self.feed_forward(p, h)
         if store:
@@ -349,7 +353,8 @@ class PartialLayerExecutor:
         self._write_fresh_values(i, ctx)
         self.k_rot[i][:, s:e] = k_rot  # only rows U rotate
         self.v[i][:, s:e] = v
-        self.attn[i][:, s:e] = self.attend(p, q, view["k_rot"][i], view["v"][i], ctx.key_mask)
+        rows_mask = None if self.block_mask is None else self.block_mask[s:e]
+        self.attn[i][:, s:e] = self.attend(p, q, view["k_rot"][i], view["v"][i], self._queries_mask(ctx.key_mask, rows_mask))
         h = torch.add(x, view["attn"][i], out=self.stream[2])
         self.ffn[i][:, s:e] = self.feed_forward(p, h[:, s:e])
         return torch.add(h, view["ffn"][i], out=out)
@@ -372,11 +377,22 @@ class PartialLayerExecutor:
         flat["k_rot"][i].index_copy_(0, write, k_rot)  # only rows U rotate
         if v_write is not None:
             flat["v"][i].index_copy_(0, v_write, v)
-        a = self.attend(p, q.view(B, R, *q.shape[1:]), view["k_rot"][i], view["v"][i], ctx.key_mask)
+        rows_mask = None if self.block_mask is None else self.block_mask.index_select(0, rows.index.reshape(-1)).view(B, R, L)
+        a = self.attend(p, q.view(B, R, *q.shape[1:]), view["k_rot"][i], view["v"][i], self._queries_mask(ctx.key_mask, rows_mask))
         flat["attn"][i].index_copy_(0, write, a.view(B * R, -1))
         h = torch.add(x, view["attn"][i], out=self.stream[2])
         flat["ffn"][i].index_copy_(0, write, self.feed_forward(p, h.view(B * L, -1).index_select(0, read)))
         return torch.add(h, view["ffn"][i], out=out)
+
+    @staticmethod
+    def _queries_mask(key_mask: Optional[torch.Tensor], rows_mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        """The attention mask of a layer's queries: the keys mask ``[B, 1, 1, L]`` (padding and
+        ``keys_fn``) and, for block-causal models, the queries' rows of the block mask (``[R, L]``
+        or ``[B, R, L]``)."""
+        if rows_mask is None:
+            return key_mask
+        rows_mask = rows_mask[None, None] if rows_mask.dim() == 2 else rows_mask[:, None]
+        return rows_mask if key_mask is None else rows_mask & key_mask
 
     def _fresh_value_rows(self, ctx: LayerContext, rows: RowSet, read: torch.Tensor, write: torch.Tensor) -> tuple:
         """(V given to :func:`project`, where to write the projected V) for an index layer. V a

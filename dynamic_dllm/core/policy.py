@@ -56,6 +56,8 @@ class RunInfo:
     valid: torch.Tensor
     #: the model family sampler's effective defaults (``DecoderModel.sampling_defaults``)
     sampling_defaults: dict = attrs.Factory(dict)
+    #: the model's attention is block-causal (``DecoderModel.block_causal``: SDAR)
+    block_causal: bool = False
 
 
 class CachePolicy:

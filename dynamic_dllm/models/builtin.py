@@ -1,4 +1,4 @@
-"""Built-in model plugin: the LLaDA and Dream adapters and the named checkpoints."""
+"""Built-in model plugin: the LLaDA, Dream and SDAR adapters and the named checkpoints."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 from ..core.hookspecs import hookimpl
 from .dream import DreamModel
 from .llada import LLaDAModel
+from .sdar import SDARModel
 
 #: Random LLaDA checkpoint the package builds on first use (seed 0) and caches.
 RANDOM_LLADA_SIZES = dict(n_layers=4, d_model=128, n_heads=4, d_ff=256, max_length=2048)
@@ -62,6 +63,7 @@ def locate_bench_llada() -> Path:
 def register_models(register):
     register("llada", LLaDAModel, "LLaDA-8B / LLaDA-1.5 layout (LLaDA checkpoint keys)")
     register("Dream", DreamModel, "Dream-v0-7B layout (Qwen2.5 keys, one-position logit shift)")
+    register("sdar", SDARModel, "SDAR block-diffusion layout (Qwen3 keys, QK-norm, block-causal attention)")
 
 
 @hookimpl

@@ -10,6 +10,7 @@ come from the folder, never from constants.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -121,7 +122,9 @@ def _load_tokenizer(auto_tokenizer, folder: Path):
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        return auto_tokenizer.from_pretrained(str(folder))
+        with warnings.catch_warnings():  # e.g. "rope_scaling is deprecated" from a config transformers reads for the tokenizer
+            warnings.simplefilter("ignore", FutureWarning)
+            return auto_tokenizer.from_pretrained(str(folder))
     finally:
         hf_logging.set_verbosity(level)
 

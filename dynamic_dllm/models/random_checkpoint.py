@@ -1,9 +1,10 @@
 """Deterministic random checkpoints in exact HF layout, for tests and benchmarks.
 
 ``build_random_checkpoint("llada", folder, n_layers=2, d_model=64)`` writes a folder that
-:func:`~dynamic_dllm.models.checkpoint.load_checkpoint` reads back like a real LLaDA/Dream folder:
-LLaDA's or Dream's config field names, their state-dict keys, and the byte-level tokenizer
-(vocabulary 256 bytes + special tokens, mask = ``<|mdm_mask|>``, EOS = pad = ``<|endoftext|>``).
+:func:`~dynamic_dllm.models.checkpoint.load_checkpoint` reads back like a real LLaDA/Dream/SDAR
+folder: the family's config field names, its state-dict keys, and the byte-level tokenizer
+(vocabulary 256 bytes + special tokens; LLaDA's ``<|mdm_mask|>`` for LLaDA and Dream, SDAR's
+``<|MASK|>`` and ChatML for SDAR; EOS = pad = ``<|endoftext|>``).
 """
 
 from __future__ import annotations
@@ -16,15 +17,30 @@ import torch
 from .checkpoint import save_checkpoint
 from .dream import DreamModel
 from .llada import LLaDAModel
+from .sdar import SDARModel
 from .tokenizer import build_byte_tokenizer
+
+#: family -> (adapter, tokenizer style)
+FAMILIES = {"llada": (LLaDAModel, "llada"), "dream": (DreamModel, "llada"), "sdar": (SDARModel, "qwen")}
 
 
 def random_config(family: str, vocab_size: int, mask_id: int, eos_id: int, n_layers: int = 2, d_model: int = 64,
                   n_heads: int = 4, n_kv_heads: Optional[int] = None, d_ff: Optional[int] = None, max_length: int = 1024,
-                  tied_embeddings: bool = False) -> dict:
+                  tied_embeddings: bool = False, head_dim: Optional[int] = None, block_size: int = 4) -> dict:
     d_ff = d_ff or 2 * d_model
-    if tied_embeddings and family != "llada":
-        raise ValueError("tied_embeddings is a LLaDA-layout option (weight_tying); Dream checkpoints have an untied lm_head")
+    if tied_embeddings and family == "dream":
+        raise ValueError("tied_embeddings is a LLaDA/SDAR option; Dream checkpoints have an untied lm_head")
+    if family == "sdar":  # keys as SDAR-4B-Chat's config.json writes them
+        return {
+            "model_type": "sdar", "architectures": ["SDARForCausalLM"], "hidden_size": d_model, "num_hidden_layers": n_layers,
+            "num_attention_heads": n_heads, "num_key_value_heads": n_kv_heads or max(1, n_heads // 2),
+            "head_dim": head_dim or d_model // n_heads, "intermediate_size": d_ff, "vocab_size": vocab_size,
+            "hidden_act": "silu", "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "rope_scaling": None,
+            "max_position_embeddings": max_length, "attention_bias": False, "attention_dropout": 0.0,
+            "tie_word_embeddings": bool(tied_embeddings), "use_cache": False, "sliding_window": None,
+            "use_sliding_window": False, "max_window_layers": n_layers, "bos_token_id": eos_id, "eos_token_id": eos_id,
+            "block_size": block_size, "mask_token_id": mask_id, "fuse_cross_entropy": True, "torch_dtype": "float32",
+        }
     if family == "llada":
         return {
             "model_type": "llada", "architectures": ["LLaDAModelLM"], "d_model": d_model, "n_layers": n_layers,
@@ -42,7 +58,7 @@ def random_config(family: str, vocab_size: int, mask_id: int, eos_id: int, n_lay
             "hidden_act": "silu", "max_position_embeddings": max_length, "tie_word_embeddings": False,
             "mask_token_id": mask_id, "eos_token_id": eos_id, "pad_token_id": eos_id,
         }
-    raise ValueError(f"unknown family {family!r}; known: llada, dream")
+    raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
 
 
 def init_weights(model: torch.nn.Module, seed: int, std: float = 0.02, final_norm: float = 1.0) -> None:
@@ -66,8 +82,11 @@ def init_weights(model: torch.nn.Module, seed: int, std: float = 0.02, final_nor
 
 def build_random_checkpoint(family: str, folder, seed: int = 0, max_shard_bytes: Optional[int] = None, std: float = 0.02,
                             **sizes) -> Path:
-    tokenizer = build_byte_tokenizer()
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
+    adapter, style = FAMILIES[family]
+    tokenizer = build_byte_tokenizer(style)
     config = random_config(family, len(tokenizer), tokenizer.mask_token_id, tokenizer.eos_token_id, **sizes)
-    model = (LLaDAModel if family == "llada" else DreamModel)(config)
+    model = adapter(config)
     init_weights(model, seed, std)
     return save_checkpoint(model, config, folder, tokenizer=tokenizer, max_shard_bytes=max_shard_bytes)

@@ -25,15 +25,28 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_byte_tokenizer() -> PreTrainedTokenizerFast:
-    """Byte-level tokenizer: ids 0..255 are bytes, then :data:`SPECIAL_TOKENS` in order."""
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    byte_to_unicode = sorted(alphabet, key=lambda ch: _byte_of(ch))
-    vocab = {ch: i for i, ch in enumerate(byte_to_unicode)}
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens(list(SPECIAL_TOKENS))
+#: SDAR's (Qwen3's) special tokens: EOS = pad = ``<|endoftext|>``, ChatML turns, mask ``<|MASK|>``
+QWEN_EOS, IM_START, IM_END, QWEN_MASK = "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|MASK|>"
+QWEN_SPECIAL_TOKENS = (QWEN_EOS, IM_START, IM_END, QWEN_MASK)
+#: ChatML as SDAR's template writes it (without the thinking-mode branches)
+QWEN_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def build_byte_tokenizer(style: str = "llada") -> PreTrainedTokenizerFast:
+    """Byte-level tokenizer: ids 0..255 are bytes, then the family's special tokens in order —
+    :data:`SPECIAL_TOKENS` and LLaDA's chat template (``style="llada"``, also used for Dream's test
+    checkpoints), or :data:`QWEN_SPECIAL_TOKENS` and ChatML (``style="qwen"``, SDAR)."""
+    if style == "qwen":
+        tok = _byte_level(QWEN_SPECIAL_TOKENS)
+        return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=QWEN_EOS, pad_token=QWEN_EOS, mask_token=QWEN_MASK,
+                                       additional_special_tokens=[IM_START, IM_END], chat_template=QWEN_CHAT_TEMPLATE,
+                                       padding_side="left")
+    if style != "llada":
+        raise ValueError(f"unknown tokenizer style {style!r}; known: llada, qwen")
+    tok = _byte_level(SPECIAL_TOKENS)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token=BOS,
@@ -44,6 +57,17 @@ def build_byte_tokenizer() -> PreTrainedTokenizerFast:
         chat_template=CHAT_TEMPLATE,
         padding_side="left",
     )
+
+
+def _byte_level(specials: tuple) -> Tokenizer:
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    byte_to_unicode = sorted(alphabet, key=lambda ch: _byte_of(ch))
+    vocab = {ch: i for i, ch in enumerate(byte_to_unicode)}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(list(specials))
+    return tok
 
 
 def _byte_of(ch: str) -> int:

@@ -9,12 +9,14 @@ from .threshold import ThresholdDecoding
 from .factor import FactorDecoding
 from .apd import AdaptiveParallelDecoding
 from .apd_released import ReleasedAdaptiveParallelDecoding
+from .sdar_sampler import SdarSampler
 from .eb_sampler import EntropyBoundedSampler
 from .no_cache import NoCache
 from .dcu_released import ReleasedDynamicCache
 from .dcu import PRESET as DYNAMIC_DLLM_CACHE, DynamicCacheUpdating, UpdateWindow
 from .dllm_cache import DllmCache
 from .dkv_cache import DkvCache
+from .block_kv import BlockKV
 from .dual import DualCache
 from .prefix import PrefixCache
 from .sparse_dllm import SparseDllm
@@ -32,6 +34,7 @@ def register_cache_policies(register):
     register("dual", DualCache)
     register("dkv-cache", DkvCache)
     register("sparse-dllm", SparseDllm)
+    register("block-kv", BlockKV)
 
 
 @hookimpl
@@ -47,3 +50,4 @@ def register_unmask_policies(register):
     register("apd", AdaptiveParallelDecoding)
     register("apd-released", ReleasedAdaptiveParallelDecoding)
     register("eb-sampler", EntropyBoundedSampler)
+    register("sdar", SdarSampler)
