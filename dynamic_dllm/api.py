@@ -61,11 +61,13 @@ def encode_prompts(tokenizer, prompts: Union[str, Sequence[str]], chat: bool = T
     return enc["input_ids"], enc["attention_mask"]
 
 
-def generate(lm: Union[LoadedModel, str, None], prompts: Union[str, Sequence[str], torch.Tensor], *, cache="none",
+def generate(lm: Union[LoadedModel, str, None], prompts: Union[str, Sequence[str], torch.Tensor], *, cache="auto",
              unmask="low-confidence", config: Optional[GenerationConfig] = None, attention_mask: Optional[torch.Tensor] = None,
              chat: bool = True, progress=None, on_block=None, **config_fields) -> GenerationResult:
     """Generate for text prompts (or a ``[B, P]`` id tensor). ``cache`` is a cache spec string
-    (``"dcu:budget=32+window"``) or policy instances; ``unmask`` a spec string or an instance.
+    (``"dcu:budget=32+window"``) or policy instances — ``"auto"`` (the default) is the model's own
+    exact cache (``DecoderModel.default_cache``: ``none`` for LLaDA and Dream, ``block-kv`` for
+    block-diffusion models); ``unmask`` a spec string or an instance.
     Everything after ``prompts`` is keyword-only. Every input is validated before the model runs."""
     if config is None:
         config = GenerationConfig(**config_fields)
@@ -81,10 +83,13 @@ def generate(lm: Union[LoadedModel, str, None], prompts: Union[str, Sequence[str
     if isinstance(prompts, torch.Tensor) and (prompts.dim() != 2 or prompts.dtype.is_floating_point or prompts.dtype == torch.bool):
         raise ValueError(f"an id tensor prompt must be [B, P] of integer ids, got {tuple(prompts.shape)} {prompts.dtype}")
     registry = get_registry()
-    cache_policies = registry.make_cache_policies(cache)
+    auto_cache = isinstance(cache, str) and cache == "auto"
+    cache_policies = None if auto_cache else registry.make_cache_policies(cache)
     unmask_policy = registry.make_unmask_policy(unmask)
     if not isinstance(lm, LoadedModel):
         lm = load_model(lm, dtype=config.dtype, device=config.device)
+    if auto_cache:
+        cache_policies = registry.make_cache_policies(lm.model.default_cache)
     if isinstance(prompts, torch.Tensor):
         input_ids = prompts
     else:

@@ -58,7 +58,8 @@ def cmd_generate(args) -> int:
     from .core.registry import get_registry
 
     registry = get_registry()  # resolve the policy specs before loading anything heavy
-    cache, unmask = registry.make_cache_policies(args.cache), registry.make_unmask_policy(args.unmask)
+    cache = args.cache if args.cache == "auto" else registry.make_cache_policies(args.cache)  # auto: after loading
+    unmask = registry.make_unmask_policy(args.unmask)
     prompt = args.prompt
     if prompt == "-":
         prompt = sys.stdin.read().rstrip("\n")
@@ -145,7 +146,8 @@ def add_parser(sub) -> None:
                                    "a stats line to stderr. `dynamic-dllm policies` lists the policy names.")
     g.add_argument("prompt", help="the prompt text; '-' reads it from stdin")
     add_model_options(g)
-    g.add_argument("--cache", default="none", help="cache spec, e.g. dual or dcu:budget=32+window:size=32")
+    g.add_argument("--cache", default="auto", help="cache spec, e.g. dual or dcu:budget=32+window:size=32; auto: the "
+                   "model's exact default (none; block-kv for block-diffusion models such as SDAR)")
     g.add_argument("--unmask", default="low-confidence", help="unmask spec, e.g. apd or threshold:threshold=0.9")
     g.add_argument("--gen-length", type=int, default=128, help="tokens to generate")
     g.add_argument("--block-length", type=int, default=32, help="tokens per semi-autoregressive block")

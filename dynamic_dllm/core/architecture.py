@@ -159,6 +159,9 @@ class DecoderModel(nn.Module, abc.ABC):
     sampling_defaults: dict = {}
     block_causal: bool = False
     block_size: Optional[int] = None
+    #: the cache spec ``cache="auto"`` means for this model: an exact one (``none`` recomputes
+    #: everything; block-diffusion models keep finished blocks' K/V with ``block-kv``)
+    default_cache: str = "none"
 
     @abc.abstractmethod
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:

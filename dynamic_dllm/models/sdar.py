@@ -81,6 +81,7 @@ class SDARModel(DecoderModel):
     logit_shift = 0
     rope_full_precision = False
     block_causal = True
+    default_cache = "block-kv"
 
     def __init__(self, config: dict):
         super().__init__()
