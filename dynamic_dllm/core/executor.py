@@ -323,9 +323,6 @@ class PartialLayerExecutor:
         self.step_rows.append(computed)
         return self.model.head(self.model.final_norm(x[:, head_start:head_end]))
 
-    def _heads(self, t: torch.Tensor, n: int) -> torch.Tensor:
-        return t.view(*t.shape[:2], n, self.model.head_dim)
-
     def _write_fresh_values(self, i: int, ctx: LayerContext) -> None:
         if ctx.fresh_values is not None:
             self.view["v"][i].copy_(ctx.fresh_values.view_as(self.view["v"][i]))
