@@ -106,3 +106,13 @@ def test_refusals(sdar, kwargs, message):
 def test_block_kv_is_refused_on_bidirectional_models():
     with pytest.raises(ValueError, match="block-causal models"):
         dd.generate("tiny", "swap case: ab", cache="block-kv", gen_length=32)
+
+
+def test_server_batches_block_causal_requests_only_with_equal_prompt_lengths(sdar):
+    """A padded batch is refused for block-causal models, so the server's batch key holds the prompt length."""
+    pytest.importorskip("starlette")
+    from dynamic_dllm.serve.protocol import parse_request
+
+    defaults = {"cache": "block-kv", "unmask": "sdar", "block_length": 4, "max_tokens": 8}
+    key = lambda prompt: parse_request({"prompt": prompt}, "completion", sdar, "sdar", defaults).key  # noqa: E731
+    assert key("abcd") == key("wxyz") != key("abcde")

@@ -57,6 +57,8 @@ class Job:
     cache: str
     unmask: str
     batchable: bool
+    #: the model is block-causal (SDAR): rows of a batch must not be padded, so only prompts of one length share one
+    pad_free: bool = False
     created: int = attrs.field(factory=lambda: int(time.time()))
     arrived: float = attrs.field(factory=time.perf_counter)
 
@@ -65,7 +67,8 @@ class Job:
         """Requests with equal keys decode together exactly as alone (padded batch guarantee)."""
         if not self.batchable:
             return ("alone", self.id)
-        return (self.cache, self.unmask, self.gen_length, self.block_length, self.steps)
+        key = (self.cache, self.unmask, self.gen_length, self.block_length, self.steps)
+        return key + (len(self.prompt_ids),) if self.pad_free else key
 
 
 def _int_field(body: dict, name: str, default, low: int, high: Optional[int] = None):
@@ -163,7 +166,7 @@ def parse_request(body, kind: str, lm, model_name: str, defaults: dict) -> Job:
     return Job(id=f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}", kind=kind,
                model_name=model_name, prompt_ids=list(ids), max_tokens=max_tokens, gen_length=gen_length,
                block_length=block_length, steps=steps, temperature=float(temperature), seed=seed, stop=tuple(stop),
-               stream=stream, cache=cache, unmask=unmask, batchable=batchable)
+               stream=stream, cache=cache, unmask=unmask, batchable=batchable, pad_free=lm.model.block_causal)
 
 
 def until_eos(tokens: list, eos_id: int) -> tuple[list, bool]:
