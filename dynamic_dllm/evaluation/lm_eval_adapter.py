@@ -35,7 +35,6 @@ model args on commas: ``cache=dcu:budget=16;score=input+window``), ``gen_length`
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import os
 import sys
@@ -138,12 +137,6 @@ def _flag_arg(name: str, value) -> bool:
     raise ValueError(f"{name} must be true or false (yes/no, on/off, 1/0), got {value!r}")
 
 
-def _close_process_group() -> None:
-    """Destroy the process group this adapter initialised (at exit, after lm-eval's last collective)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
-
-
 @register_model("dynamic-dllm")
 class DynamicDllmLM(LM):
     """lm-eval model backed by :func:`dynamic_dllm.generate` with named policies."""
@@ -210,9 +203,6 @@ class DynamicDllmLM(LM):
             wants_cuda = (device or "").startswith("cuda") or (device is None and torch.cuda.is_available())
             if not dist.is_initialized():
                 dist.init_process_group(backend="nccl" if wants_cuda else "gloo")
-                # ours to close: a gloo group left to the interpreter's teardown can abort the process
-                # ("terminate called without an active exception") after a successful run
-                atexit.register(_close_process_group)
             self._rank, self._world_size = dist.get_rank(), dist.get_world_size()  # global, not local
             if wants_cuda:
                 device = f"cuda:{int(os.environ.get('LOCAL_RANK', self._rank % max(torch.cuda.device_count(), 1)))}"
