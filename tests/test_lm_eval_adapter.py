@@ -205,8 +205,16 @@ out = lm_eval.simple_evaluate(
     task_manager=TaskManager(include_path=sys.argv[1], include_defaults=False))
 if out is not None:  # rank 0 only
     samples = sorted(out["samples"]["ddllm_tiny_suite"], key=lambda s: s["doc_id"])
-    json.dump({"resps": [s["resps"][0][0] for s in samples],
-               "exact_match": out["results"]["ddllm_tiny_suite"]["exact_match,none"]}, open(sys.argv[2], "w"))
+    with open(sys.argv[2], "w") as f:
+        json.dump({"resps": [s["resps"][0][0] for s in samples],
+                   "exact_match": out["results"]["ddllm_tiny_suite"]["exact_match,none"]}, f)
+# Leave without the interpreter's teardown: under torchrun a rank sometimes aborts there
+# ("terminate called without an active exception", SIGABRT) after a complete run (seen on CI runs of
+# main; not reproduced locally, destroying the process group at exit did not stop it). The results
+# are written above; this test is about them, not about the teardown.
+import os
+sys.stdout.flush(); sys.stderr.flush()
+os._exit(0)
 """
 
 TINY_YAML = """task: ddllm_tiny_suite
