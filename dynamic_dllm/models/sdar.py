@@ -26,6 +26,7 @@ from torch import nn
 
 from ..core.architecture import DecoderModel, LayerParts, RMSNorm
 from ..core.validators import check_config_fields
+from .dream import DreamMLP
 
 #: config.json fields this adapter reads and their defaults (SDAR-4B-Chat's values)
 SDAR_CONFIG_DEFAULTS = {
@@ -57,21 +58,13 @@ class SDARAttention(nn.Module):
         self.k_norm = RMSNorm(head_dim, eps)
 
 
-class SDARMLP(nn.Module):
-    def __init__(self, d: int, d_ff: int):
-        super().__init__()
-        self.gate_proj = nn.Linear(d, d_ff, bias=False)
-        self.up_proj = nn.Linear(d, d_ff, bias=False)
-        self.down_proj = nn.Linear(d_ff, d, bias=False)
-
-
 class SDARLayer(nn.Module):
     def __init__(self, d: int, n_heads: int, n_kv_heads: int, head_dim: int, d_ff: int, bias: bool, eps: float):
         super().__init__()
         self.input_layernorm = RMSNorm(d, eps)
         self.self_attn = SDARAttention(d, n_heads, n_kv_heads, head_dim, bias, eps)
         self.post_attention_layernorm = RMSNorm(d, eps)
-        self.mlp = SDARMLP(d, d_ff)
+        self.mlp = DreamMLP(d, d_ff)  # the Qwen MLP: mlp.{gate,up,down}_proj, no bias
 
 
 class SDARModel(DecoderModel):
