@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny random LLaDA and Dream checkpoints in exact HF layout (built once per session)."""
+"""Shared fixtures: tiny random LLaDA, LLaDA-MoE and Dream checkpoints in exact HF layout (built once per session)."""
 
 from __future__ import annotations
 
@@ -51,6 +51,18 @@ def dream_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def llada_moe_dir(tmp_path_factory):
+    # every layer a mixture of 8 experts (top 2) plus a shared expert, GQA, QK-norm
+    return build_random_checkpoint("llada-moe", tmp_path_factory.mktemp("llada_moe"), seed=3, std=0.5, n_kv_heads=2,
+                                   n_experts=8, top_k=2, d_expert=32, d_shared=32, **SMALL)
+
+
+@pytest.fixture(scope="session")
+def llada_moe(llada_moe_dir):
+    return load_checkpoint(llada_moe_dir)
+
+
+@pytest.fixture(scope="session")
 def llada(llada_dir):
     return load_checkpoint(llada_dir)
 
@@ -60,7 +72,7 @@ def dream(dream_dir):
     return load_checkpoint(dream_dir)
 
 
-@pytest.fixture(params=["llada", "dream"])
+@pytest.fixture(params=["llada", "llada_moe", "dream"])
 def any_model(request):
     return request.getfixturevalue(request.param)
 

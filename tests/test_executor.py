@@ -5,9 +5,8 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 
-from dynamic_dllm.core.architecture import apply_rope, rope_cos_sin
+from dynamic_dllm.core.architecture import apply_rope, ffn, key_heads, query_heads, rope_cos_sin
 from dynamic_dllm.core.executor import PartialLayerExecutor
 from dynamic_dllm.core.rows import RowSet, union
 
@@ -68,7 +67,7 @@ def _naive_layer(model, layer, x, rows, k_cache, v_cache, attn_cache, ffn_cache,
         for i in range(L):
             if rows[b, i]:
                 xn = p.attn_norm(x[b, i])
-                k_cache[b, i] = rot(p.k_proj(xn).view(Hkv, D), b, i)
+                k_cache[b, i] = rot(key_heads(p, p.k_proj(xn), Hkv, D), b, i)
                 v_cache[b, i] = p.v_proj(xn).view(Hkv, D)
     new_attn = attn_cache.clone()
     for b in range(B):
@@ -76,7 +75,7 @@ def _naive_layer(model, layer, x, rows, k_cache, v_cache, attn_cache, ffn_cache,
         for i in range(L):
             if not rows[b, i]:
                 continue
-            q = rot(p.q_proj(p.attn_norm(x[b, i])).view(H, D), b, i)
+            q = rot(query_heads(p, p.q_proj(p.attn_norm(x[b, i])), H, D), b, i)
             out = []
             for h in range(H):
                 kv = h // (H // Hkv)
@@ -89,7 +88,7 @@ def _naive_layer(model, layer, x, rows, k_cache, v_cache, attn_cache, ffn_cache,
         for i in range(L):
             if rows[b, i]:
                 hn = p.ffn_norm(h_all[b, i])
-                new_ffn[b, i] = p.down_proj(F.silu(p.gate_proj(hn)) * p.up_proj(hn))
+                new_ffn[b, i] = ffn(p, hn)
     return h_all + new_ffn, k_cache, v_cache, new_attn, new_ffn
 
 

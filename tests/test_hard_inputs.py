@@ -258,16 +258,22 @@ def test_cli_random_options_exit_cleanly(cache, unmask, gen_length, steps, seed)
 
 
 def test_loader_dispatches_on_architectures_first(tmp_path, llada_dir, capsys):
-    """LLaDA-MoE's config says model_type 'llada' but architectures LLaDAMoEModelLM: refused, not
-    loaded as the dense layout; a config without architectures falls back to model_type."""
+    """The architecture decides, not model_type: LLaDA-MoE's and LLaDA2's configs say (or may say) a
+    LLaDA model_type but are other layouts — an unknown architecture is refused with the supported
+    list, the MoE one goes to the MoE adapter (which refuses dense weights); a config without
+    architectures falls back to model_type."""
     import json
 
+    unknown = _damaged(tmp_path / "unknown", llada_dir, _config(lambda c: {**c, "architectures": ["LLaDA2MoeModelLM"]}))
+    with pytest.raises(ValueError, match="architecture LLaDA2MoeModelLM is not supported \\(model_type 'llada'\\); "
+                                         "supported architectures: DreamModel \\(Dream\\), LLaDAMoEModelLM \\(llada-moe\\), "
+                                         "LLaDAModelLM \\(llada\\), SDARForCausalLM \\(sdar\\)"):
+        dd.load_model(str(unknown))
     moe = _damaged(tmp_path / "moe", llada_dir, _config(lambda c: {**c, "architectures": ["LLaDAMoEModelLM"]}))
-    with pytest.raises(ValueError, match="architecture LLaDAMoEModelLM is not supported \\(model_type 'llada'\\); "
-                                         "supported architectures: DreamModel \\(Dream\\), LLaDAModelLM \\(llada\\)"):
+    with pytest.raises(ValueError, match="weights do not match the llada-moe layout"):
         dd.load_model(str(moe))
     plain = _damaged(tmp_path / "plain", llada_dir, _config(lambda c: {k: v for k, v in c.items() if k != "architectures"}))
     assert dd.load_model(str(plain)).model.family == "llada"
     assert main(["models", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
-    assert {"LLaDAModelLM", "DreamModel"} <= {a for r in listed["adapters"] for a in r["architectures"]}
+    assert {"LLaDAModelLM", "LLaDAMoEModelLM", "DreamModel", "SDARForCausalLM"} <= {a for r in listed["adapters"] for a in r["architectures"]}

@@ -3,10 +3,11 @@
 A masked-diffusion LM here is a pre-norm transformer:
 
     h   = x + O(Attn(RoPE(nq(Q(n1(x)))), RoPE(nk(K(n1(x)))), V(n1(x))))
-    out = h + Down(SiLU(Gate(n2(h))) * Up(n2(h)))
+    out = h + FFN(n2(h))
 
 with ``nq``/``nk`` the optional per-head QK-norm (Qwen3 layout: an RMSNorm over ``head_dim``, before
-RoPE; identity for LLaDA and Dream) and attention either bidirectional over every key, or
+RoPE; identity for LLaDA and Dream), ``FFN`` the SwiGLU ``Down(SiLU(Gate(·)) ⊙ Up(·))`` or a
+mixture of SwiGLU experts (:mod:`dynamic_dllm.core.moe`; LLaDA-MoE), and attention either bidirectional over every key, or
 *block-causal* (block-diffusion models such as SDAR: position i sees position j iff
 ``j // block ≤ i // block``, blocks counted from position 0; see :func:`block_causal_mask`).
 
@@ -51,12 +52,26 @@ class LayerParts(NamedTuple):
     v_proj: nn.Linear
     o_proj: nn.Linear
     ffn_norm: nn.Module
-    gate_proj: nn.Linear
-    up_proj: nn.Linear
-    down_proj: nn.Linear
+    #: the dense SwiGLU's projections (None on a mixture-of-experts layer)
+    gate_proj: Optional[nn.Linear]
+    up_proj: Optional[nn.Linear]
+    down_proj: Optional[nn.Linear]
     #: per-head QK-norm applied to ``[..., heads, head_dim]`` before RoPE (None: none)
     q_norm: Optional[nn.Module] = None
     k_norm: Optional[nn.Module] = None
+    #: a mixture-of-experts FFN (:class:`~dynamic_dllm.core.moe.SparseMoE`) in place of the SwiGLU,
+    #: and the shared expert added to it (None: none)
+    moe: Optional[nn.Module] = None
+    shared_expert: Optional[nn.Module] = None
+
+
+def ffn(p: LayerParts, hn: torch.Tensor) -> torch.Tensor:
+    """The layer's FFN of normalised rows ``hn`` ``[..., d]``: SwiGLU, or the experts' mixture
+    plus the shared expert. Each row's output depends on that row only."""
+    if p.moe is None:
+        return p.down_proj(F.silu(p.gate_proj(hn)) * p.up_proj(hn))
+    out = p.moe(hn)
+    return out if p.shared_expert is None else out + p.shared_expert(hn)
 
 
 def query_heads(p: LayerParts, q: torch.Tensor, n_heads: int, head_dim: int) -> torch.Tensor:
@@ -186,10 +201,15 @@ class DecoderModel(nn.Module, abc.ABC):
     def layer_flops(self, rows: int, keys: int) -> int:
         """Multiply-add FLOPs (x2) of one layer for ``rows`` query rows over ``keys`` keys, with
         ``q = n_heads·head_dim``: Q/O projections ``2*2*d*q``, K/V ``2*2*d*kv``, attention
-        ``2*2*keys*q``, SwiGLU ``2*3*d*d_ff``."""
+        ``2*2*keys*q``, FFN :meth:`ffn_row_flops`."""
         d, q = self.d_model, self.n_heads * self.head_dim
-        per_row = 4 * d * q + 4 * d * self.kv_dim + 4 * keys * q + 6 * d * self.d_ff
+        per_row = 4 * d * q + 4 * d * self.kv_dim + 4 * keys * q + self.ffn_row_flops()
         return rows * per_row
+
+    def ffn_row_flops(self) -> int:
+        """FLOPs of one row's FFN: SwiGLU ``2*3*d*d_ff`` (a MoE adapter: router + top-k experts,
+        averaged over layers)."""
+        return 6 * self.d_model * self.d_ff
 
     def forward(
         self,
@@ -217,6 +237,5 @@ class DecoderModel(nn.Module, abc.ABC):
             k = apply_rope(key_heads(p, p.k_proj(xn), self.n_kv_heads, self.head_dim), cos, sin, self.rope_full_precision)
             v = p.v_proj(xn).view(B, L, self.n_kv_heads, self.head_dim)
             x = x + p.o_proj(attention(q, k, v, mask))
-            hn = p.ffn_norm(x)
-            x = x + p.down_proj(F.silu(p.gate_proj(hn)) * p.up_proj(hn))
+            x = x + ffn(p, p.ffn_norm(x))
         return self.head(self.final_norm(x))

@@ -37,9 +37,8 @@ from __future__ import annotations
 from typing import Callable, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 
-from .architecture import DecoderModel, LayerParts, Rotary, attention, block_causal_mask, key_heads, query_heads
+from .architecture import DecoderModel, LayerParts, Rotary, attention, block_causal_mask, ffn, key_heads, query_heads
 from .rows import RowSet, union
 
 
@@ -177,9 +176,8 @@ def attend(p: LayerParts, q: torch.Tensor, k_rot: torch.Tensor, v: torch.Tensor,
 
 
 def feed_forward(p: LayerParts, h: torch.Tensor) -> torch.Tensor:
-    """SwiGLU ``Down(SiLU(Gate(n2(h))) ⊙ Up(n2(h)))``."""
-    hn = p.ffn_norm(h)
-    return p.down_proj(F.silu(p.gate_proj(hn)) * p.up_proj(hn))
+    """``FFN(n2(h))`` (:func:`~dynamic_dllm.core.architecture.ffn`: SwiGLU or mixture of experts)."""
+    return ffn(p, p.ffn_norm(h))
 
 
 #: the per-layer compute the executor runs, eager; :func:`compiled_kernels` gives the compiled twins
@@ -190,7 +188,8 @@ _COMPILED: Optional[tuple] = None
 def compiled_kernels() -> tuple:
     """``torch.compile`` of :data:`EAGER` (``fullgraph=True``: no graph break; ``dynamic=True``: one
     graph for every row count R and every layer — the weights are inputs, not constants), built
-    once per process."""
+    once per process. A mixture-of-experts FFN stays eager (its dispatch reads the per-expert row
+    counts on the host)."""
     global _COMPILED
     if _COMPILED is None:
         _COMPILED = tuple(torch.compile(fn, fullgraph=True, dynamic=True) for fn in EAGER)
@@ -218,6 +217,8 @@ class PartialLayerExecutor:
         self.project, self.attend, self.feed_forward = compiled_kernels() if compile else EAGER
         self.heads = (model.n_heads, model.n_kv_heads, model.head_dim)
         self.parts = [model.layer(i) for i in range(model.n_layers)]
+        if any(p.moe is not None for p in self.parts):  # expert dispatch reads counts on the host: eager
+            self.feed_forward = feed_forward
         self.key_valid = None if bool(valid.all()) else valid[:, None, None, :]
         #: block-causal models: bool ``[L, L]`` query-by-key mask over canvas blocks of ``block_length``
         #: (the canvas starts at a block boundary; see :func:`~dynamic_dllm.core.architecture.block_causal_mask`)

@@ -1,4 +1,4 @@
-"""Built-in model plugin: the LLaDA, Dream and SDAR adapters and the named checkpoints."""
+"""Built-in model plugin: the LLaDA, LLaDA-MoE, Dream and SDAR adapters and the named checkpoints."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 from ..core.hookspecs import hookimpl
 from .dream import DreamModel
 from .llada import LLaDAModel
+from .llada_moe import LLaDAMoEModel
 from .sdar import SDARModel
 
 #: Random LLaDA checkpoint the package builds on first use (seed 0) and caches.
@@ -62,6 +63,7 @@ def locate_bench_llada() -> Path:
 @hookimpl
 def register_models(register):
     register("llada", LLaDAModel, "LLaDA-8B / LLaDA-1.5 layout (LLaDA checkpoint keys)")
+    register("llada-moe", LLaDAMoEModel, "LLaDA-MoE-7B-A1B layout (OLMoE keys, 64 experts top-8, QK-norm, bidirectional)")
     register("Dream", DreamModel, "Dream-v0-7B layout (Qwen2.5 keys, one-position logit shift)")
     register("sdar", SDARModel, "SDAR block-diffusion layout (Qwen3 keys, QK-norm, block-causal attention)")
 

@@ -10,11 +10,12 @@ post_attention_layernorm, mlp.{gate,up,down}_proj}``, ``model.norm``, ``lm_head`
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from ..core.architecture import DecoderModel, LayerParts, RMSNorm
+from ..core.moe import SwiGLU
 from ..core.validators import check_config_fields
+from .hf_layout import HFDecoderLayout
 
 DREAM_CONFIG_DEFAULTS = {
     "hidden_size": 3584,
@@ -42,21 +43,13 @@ class DreamAttention(nn.Module):
         self.o_proj = nn.Linear(d, d, bias=False)
 
 
-class DreamMLP(nn.Module):
-    def __init__(self, d: int, d_ff: int):
-        super().__init__()
-        self.gate_proj = nn.Linear(d, d_ff, bias=False)
-        self.up_proj = nn.Linear(d, d_ff, bias=False)
-        self.down_proj = nn.Linear(d_ff, d, bias=False)
-
-
 class DreamLayer(nn.Module):
     def __init__(self, d: int, n_heads: int, n_kv_heads: int, d_ff: int, eps: float):
         super().__init__()
         self.input_layernorm = RMSNorm(d, eps)
         self.self_attn = DreamAttention(d, n_heads, n_kv_heads)
         self.post_attention_layernorm = RMSNorm(d, eps)
-        self.mlp = DreamMLP(d, d_ff)
+        self.mlp = SwiGLU(d, d_ff)
 
 
 #: transformers' ``PretrainedConfig`` generation defaults that a Dream ``config.json`` inherits
@@ -71,7 +64,7 @@ def diffusion_generate_defaults(config: dict) -> dict:
     return {key: config[key] if key in config else inherited for key, inherited in INHERITED_SAMPLING.items()}
 
 
-class DreamModel(DecoderModel):
+class DreamModel(HFDecoderLayout, DecoderModel):
     #: HF ``architectures`` names this adapter loads (the loader dispatches on them first)
     architectures = ("DreamModel",)
     family = "dream"
@@ -107,27 +100,9 @@ class DreamModel(DecoderModel):
         self.eos_id = c["eos_token_id"]
         self.pad_id = c["pad_token_id"]
         eps = c["rms_norm_eps"]
-        self.model = nn.Module()
-        self.model.embed_tokens = nn.Embedding(self.vocab_size, self.d_model)
-        self.model.layers = nn.ModuleList(
-            DreamLayer(self.d_model, self.n_heads, self.n_kv_heads, self.d_ff, eps) for _ in range(self.n_layers)
-        )
-        self.model.norm = RMSNorm(self.d_model, eps)
-        self.lm_head = nn.Linear(self.d_model, self.vocab_size, bias=False)
-
-    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.model.embed_tokens(input_ids)
+        self.build_outer((DreamLayer(self.d_model, self.n_heads, self.n_kv_heads, self.d_ff, eps)
+                          for _ in range(self.n_layers)), eps)
 
     def layer(self, index: int) -> LayerParts:
-        b = self.model.layers[index]
-        a, m = b.self_attn, b.mlp
-        return LayerParts(
-            b.input_layernorm, a.q_proj, a.k_proj, a.v_proj, a.o_proj, b.post_attention_layernorm,
-            m.gate_proj, m.up_proj, m.down_proj,
-        )
-
-    def final_norm(self, h: torch.Tensor) -> torch.Tensor:
-        return self.model.norm(h)
-
-    def head(self, h: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(h)
+        m = self.model.layers[index].mlp
+        return LayerParts(*self.attention_parts(index), m.gate_proj, m.up_proj, m.down_proj)

@@ -17,16 +17,20 @@ import torch
 from .checkpoint import save_checkpoint
 from .dream import DreamModel
 from .llada import LLaDAModel
+from .llada_moe import LLaDAMoEModel
 from .sdar import SDARModel
 from .tokenizer import build_byte_tokenizer
 
 #: family -> (adapter, tokenizer style)
-FAMILIES = {"llada": (LLaDAModel, "llada"), "dream": (DreamModel, "llada"), "sdar": (SDARModel, "qwen")}
+FAMILIES = {"llada": (LLaDAModel, "llada"), "llada-moe": (LLaDAMoEModel, "llada"), "dream": (DreamModel, "llada"),
+            "sdar": (SDARModel, "qwen")}
 
 
 def random_config(family: str, vocab_size: int, mask_id: int, eos_id: int, n_layers: int = 2, d_model: int = 64,
                   n_heads: int = 4, n_kv_heads: Optional[int] = None, d_ff: Optional[int] = None, max_length: int = 1024,
-                  tied_embeddings: bool = False, head_dim: Optional[int] = None, block_size: int = 4) -> dict:
+                  tied_embeddings: bool = False, head_dim: Optional[int] = None, block_size: int = 4,
+                  n_experts: int = 8, top_k: int = 2, d_expert: Optional[int] = None, moe_layers: Optional[list] = None,
+                  d_shared: Optional[int] = None) -> dict:
     d_ff = d_ff or 2 * d_model
     if tied_embeddings and family == "dream":
         raise ValueError("tied_embeddings is a LLaDA/SDAR option; Dream checkpoints have an untied lm_head")
@@ -40,6 +44,21 @@ def random_config(family: str, vocab_size: int, mask_id: int, eos_id: int, n_lay
             "tie_word_embeddings": bool(tied_embeddings), "use_cache": False, "sliding_window": None,
             "use_sliding_window": False, "max_window_layers": n_layers, "bos_token_id": eos_id, "eos_token_id": eos_id,
             "block_size": block_size, "mask_token_id": mask_id, "fuse_cross_entropy": True, "torch_dtype": "float32",
+        }
+    if family == "llada-moe":  # keys as LLaDA-MoE-7B-A1B's config.json writes them (+ mask_token_id, which it lacks)
+        return {
+            "model_type": "llada", "architectures": ["LLaDAMoEModelLM"], "hidden_size": d_model,
+            "num_hidden_layers": n_layers, "num_attention_heads": n_heads, "num_key_value_heads": n_kv_heads or n_heads,
+            "dense_intermediate_size": d_ff, "expert_intermediate_size": d_expert or d_model // 2,
+            "shared_expert_intermediate_size": d_shared, "num_experts": n_experts, "num_experts_per_tok": top_k,
+            "moe_layer_freq": [1] * n_layers if moe_layers is None else list(moe_layers), "vocab_size": vocab_size,
+            "hidden_act": "silu", "rms_norm_eps": 1e-5, "rope_theta": 50000.0, "rope_scaling": None,
+            "partial_rotary_factor": 1, "max_position_embeddings": max_length, "attention_bias": False,
+            "attention_dropout": 0.0, "clip_qkv": None, "qk_layernorm": True, "norm_topk_prob": False,
+            "moe_router_enable_expert_bias": False, "moe_router_score_function": "softmax", "routed_scaling_factor": 1,
+            "output_router_logits": False, "router_aux_loss_coef": 0.01, "tie_word_embeddings": bool(tied_embeddings),
+            "use_cache": False, "initializer_range": 0.02, "bos_token_id": None, "eos_token_id": eos_id,
+            "pad_token_id": eos_id, "mask_token_id": mask_id, "torch_dtype": "float32",
         }
     if family == "llada":
         return {

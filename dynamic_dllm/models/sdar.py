@@ -20,13 +20,12 @@ kernel) multiplies by the weight before casting back, ours after (Qwen3's order)
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..core.architecture import DecoderModel, LayerParts, RMSNorm
+from ..core.moe import SwiGLU
 from ..core.validators import check_config_fields
-from .dream import DreamMLP
+from .hf_layout import HFDecoderLayout
 
 #: config.json fields this adapter reads and their defaults (SDAR-4B-Chat's values)
 SDAR_CONFIG_DEFAULTS = {
@@ -64,10 +63,10 @@ class SDARLayer(nn.Module):
         self.input_layernorm = RMSNorm(d, eps)
         self.self_attn = SDARAttention(d, n_heads, n_kv_heads, head_dim, bias, eps)
         self.post_attention_layernorm = RMSNorm(d, eps)
-        self.mlp = DreamMLP(d, d_ff)  # the Qwen MLP: mlp.{gate,up,down}_proj, no bias
+        self.mlp = SwiGLU(d, d_ff)  # the Qwen MLP: mlp.{gate,up,down}_proj, no bias
 
 
-class SDARModel(DecoderModel):
+class SDARModel(HFDecoderLayout, DecoderModel):
     #: HF ``architectures`` names this adapter loads
     architectures = ("SDARForCausalLM",)
     family = "sdar"
@@ -106,27 +105,10 @@ class SDARModel(DecoderModel):
         self.pad_id = c["pad_token_id"] if c["pad_token_id"] is not None else self.eos_id
         self.tied = bool(c.get("tie_word_embeddings", False))
         eps, bias = c["rms_norm_eps"], bool(c.get("attention_bias", False))
-        self.model = nn.Module()
-        self.model.embed_tokens = nn.Embedding(self.vocab_size, self.d_model)
-        self.model.layers = nn.ModuleList(
-            SDARLayer(self.d_model, self.n_heads, self.n_kv_heads, self.head_dim, self.d_ff, bias, eps)
-            for _ in range(self.n_layers)
-        )
-        self.model.norm = RMSNorm(self.d_model, eps)
-        if not self.tied:
-            self.lm_head = nn.Linear(self.d_model, self.vocab_size, bias=False)
-
-    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.model.embed_tokens(input_ids)
+        self.build_outer((SDARLayer(self.d_model, self.n_heads, self.n_kv_heads, self.head_dim, self.d_ff, bias, eps)
+                          for _ in range(self.n_layers)), eps)
 
     def layer(self, index: int) -> LayerParts:
         b = self.model.layers[index]
-        a, m = b.self_attn, b.mlp
-        return LayerParts(b.input_layernorm, a.q_proj, a.k_proj, a.v_proj, a.o_proj, b.post_attention_layernorm,
-                          m.gate_proj, m.up_proj, m.down_proj, a.q_norm, a.k_norm)
-
-    def final_norm(self, h: torch.Tensor) -> torch.Tensor:
-        return self.model.norm(h)
-
-    def head(self, h: torch.Tensor) -> torch.Tensor:
-        return F.linear(h, self.model.embed_tokens.weight) if self.tied else self.lm_head(h)
+        m = b.mlp
+        return LayerParts(*self.attention_parts(index), m.gate_proj, m.up_proj, m.down_proj, b.self_attn.q_norm, b.self_attn.k_norm)
