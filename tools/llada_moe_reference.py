@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dynamic_dllm.models.random_checkpoint import build_random_checkpoint  # noqa: E402
-from reference_import import import_copied, report  # noqa: E402
+from reference_import import import_copied, logits_record, report, report_logits  # noqa: E402
 
 CONFIG_STAND_IN = '''from transformers import PretrainedConfig
 
@@ -83,16 +83,8 @@ def main():
         ids[0, MASKED] = mask_id
         with torch.no_grad():
             logits = model(input_ids=ids).logits[0]
-        res = results[f"{variant}/logits"] = {"input_ids": ids[0].tolist(),
-                                              "logits": [[round(v, 6) for v in row] for row in logits.tolist()]}
-        if recorded is not None:  # to 1e-5: a fresh run on another machine may differ in the last bits
-            want = recorded["cases"][f"{variant}/logits"]
-            same = res["input_ids"] == want["input_ids"] and bool(torch.allclose(torch.tensor(res["logits"]),
-                                                                                  torch.tensor(want["logits"]), atol=1e-5))
-            print(f"{'same' if same else 'DIFFERENT':>9}  {variant}/logits", flush=True)
-            bad += not same
-        else:
-            print(f"{variant}/logits: {len(res['logits'])} x {len(res['logits'][0])}")
+        results[f"{variant}/logits"] = logits_record(ids[0], logits)
+        bad += report_logits(f"{variant}/logits", results[f"{variant}/logits"], recorded)
         if variant != "moe-gqa":
             continue
         for steps, gen_length, block_length in SAMPLER_CASES:

@@ -36,3 +36,23 @@ def report(name: str, result, recorded: dict | None, summary: str) -> bool:
     same = recorded["cases"].get(name) == result
     print(f"{'same' if same else 'DIFFERENT':>9}  {name}", flush=True)
     return not same
+
+
+def logits_record(input_ids, logits) -> dict:
+    """A logits case as recorded: the ids ``[L]`` and the logits ``[L, V]`` rounded to 1e-6."""
+    return {"input_ids": input_ids.tolist(), "logits": [[round(v, 6) for v in row] for row in logits.tolist()]}
+
+
+def report_logits(name: str, result: dict, recorded: dict | None) -> bool:
+    """:func:`report` for a :func:`logits_record` case: with ``--check`` the ids must be equal and the
+    logits within 1e-5 (a fresh run on another machine may differ in the last bits)."""
+    import torch
+
+    if recorded is None:
+        print(f"{name}: {len(result['logits'])} x {len(result['logits'][0])}", flush=True)
+        return False
+    want = recorded["cases"][name]
+    same = result["input_ids"] == want["input_ids"] and bool(
+        torch.allclose(torch.tensor(result["logits"]), torch.tensor(want["logits"]), atol=1e-5))
+    print(f"{'same' if same else 'DIFFERENT':>9}  {name}", flush=True)
+    return not same

@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dynamic_dllm.models.random_checkpoint import build_random_checkpoint  # noqa: E402
-from reference_import import import_copied, report  # noqa: E402
+from reference_import import import_copied, logits_record, report, report_logits  # noqa: E402
 
 MODEL_DIR = Path("training/model/SDAR-4B-Chat")
 SAMPLER_FILE = Path("evaluation/opencompass/opencompass/models/huggingface_bd3.py")
@@ -108,7 +108,7 @@ def logits_case(model, mask_id: int) -> dict:
     mask = torch.tril(torch.ones(n, n)).repeat_interleave(BLOCK, 0).repeat_interleave(BLOCK, 1)[None, :LOGITS_LENGTH, :LOGITS_LENGTH]
     with torch.no_grad():
         logits = model(input_ids=ids, attention_mask=mask, position_ids=torch.arange(LOGITS_LENGTH)[None]).logits
-    return {"input_ids": ids[0].tolist(), "logits": [[round(v, 6) for v in row] for row in logits[0].tolist()]}
+    return logits_record(ids[0], logits[0])
 
 
 def sampler_case(model, sampler: dict, mask_id: int, steps: int, threshold: float) -> dict:
@@ -138,14 +138,8 @@ def main():
     mask_id = model.config.mask_token_id
     recorded = json.loads(args.out.read_text()) if args.check else None
     results, bad = {}, 0
-    res = results["logits"] = logits_case(model, mask_id)
-    if recorded is not None:  # logits: to 1e-5 (a fresh run on another machine may differ in the last bits)
-        got, want = torch.tensor(res["logits"]), torch.tensor(recorded["cases"]["logits"]["logits"])
-        same = res["input_ids"] == recorded["cases"]["logits"]["input_ids"] and bool(torch.allclose(got, want, atol=1e-5))
-        print(f"{'same' if same else 'DIFFERENT':>9}  logits", flush=True)
-        bad += not same
-    else:
-        print(f"logits: {len(res['logits'])} x {len(res['logits'][0])}")
+    results["logits"] = logits_case(model, mask_id)
+    bad += report_logits("logits", results["logits"], recorded)
     for steps, threshold in SAMPLER_CASES:
         name = f"steps={steps}/threshold={threshold}"
         res = results[name] = sampler_case(model, sampler, mask_id, steps, threshold)

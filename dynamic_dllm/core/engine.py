@@ -161,6 +161,10 @@ def denoise(model: DecoderModel, input_ids: torch.Tensor, config: GenerationConf
                 return keys
 
             head = (P - shift, L - shift) if response_logits else (bs - shift, be - shift)
+            # a block-causal, AR-initialised model's first block may start at position 0, which has no
+            # predecessor: it holds a prompt token (never decoded) and gets its own logits
+            pad = max(0, -head[0])
+            head = (head[0] + pad, head[1])
             # a waiting row leaves the step as it entered it (its caches restored): it decodes as alone
             frozen = executor.freeze(waiting + tuple(b + B for b in waiting) if cfg else waiting)
             if cfg:  # both branches in one batch
@@ -170,6 +174,8 @@ def denoise(model: DecoderModel, input_ids: torch.Tensor, config: GenerationConf
             else:
                 logits = executor.forward(x, rows_fn, full, *head, keys_fn if key_policies else None)
             executor.thaw(frozen)
+            if pad:
+                logits = torch.cat([logits[:, :1].expand(-1, pad, -1), logits], 1)
             commit: Commit = clock(unmask_policy.commit, state, logits)
             if not isinstance(commit, Commit):
                 raise RuntimeError(f"unmask policy {unmask_name} returned {type(commit).__name__}, not a Commit")

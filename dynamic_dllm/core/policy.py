@@ -56,7 +56,7 @@ class RunInfo:
     valid: torch.Tensor
     #: the model family sampler's effective defaults (``DecoderModel.sampling_defaults``)
     sampling_defaults: dict = attrs.Factory(dict)
-    #: the model's attention is block-causal (``DecoderModel.block_causal``: SDAR)
+    #: the model's attention is block-causal (``DecoderModel.block_causal``: SDAR, Fast-dLLM v2)
     block_causal: bool = False
 
 

@@ -1,4 +1,4 @@
-"""Built-in model plugin: the LLaDA, LLaDA-MoE, Dream and SDAR adapters and the named checkpoints."""
+"""Built-in model plugin: the LLaDA, LLaDA-MoE, Dream, SDAR and Fast-dLLM v2 adapters and the named checkpoints."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..core.hookspecs import hookimpl
 from .dream import DreamModel
+from .fast_dllm_v2 import FastDLLMv2Model
 from .llada import LLaDAModel
 from .llada_moe import LLaDAMoEModel
 from .sdar import SDARModel
@@ -65,6 +66,7 @@ def register_models(register):
     register("llada", LLaDAModel, "LLaDA-8B / LLaDA-1.5 layout (LLaDA checkpoint keys)")
     register("llada-moe", LLaDAMoEModel, "LLaDA-MoE-7B-A1B layout (OLMoE keys, 64 experts top-8, QK-norm, bidirectional)")
     register("Dream", DreamModel, "Dream-v0-7B layout (Qwen2.5 keys, one-position logit shift)")
+    register("fast-dllm-v2", FastDLLMv2Model, "Fast-dLLM v2 block-diffusion layout (Qwen2.5 keys, block-causal, shifted logits)")
     register("sdar", SDARModel, "SDAR block-diffusion layout (Qwen3 keys, QK-norm, block-causal attention)")
 
 

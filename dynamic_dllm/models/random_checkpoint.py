@@ -16,6 +16,7 @@ import torch
 
 from .checkpoint import save_checkpoint
 from .dream import DreamModel
+from .fast_dllm_v2 import FastDLLMv2Model
 from .llada import LLaDAModel
 from .llada_moe import LLaDAMoEModel
 from .sdar import SDARModel
@@ -23,7 +24,7 @@ from .tokenizer import build_byte_tokenizer
 
 #: family -> (adapter, tokenizer style)
 FAMILIES = {"llada": (LLaDAModel, "llada"), "llada-moe": (LLaDAMoEModel, "llada"), "dream": (DreamModel, "llada"),
-            "sdar": (SDARModel, "qwen")}
+            "sdar": (SDARModel, "qwen"), "fast-dllm-v2": (FastDLLMv2Model, "qwen")}
 
 
 def random_config(family: str, vocab_size: int, mask_id: int, eos_id: int, n_layers: int = 2, d_model: int = 64,
@@ -44,6 +45,18 @@ def random_config(family: str, vocab_size: int, mask_id: int, eos_id: int, n_lay
             "tie_word_embeddings": bool(tied_embeddings), "use_cache": False, "sliding_window": None,
             "use_sliding_window": False, "max_window_layers": n_layers, "bos_token_id": eos_id, "eos_token_id": eos_id,
             "block_size": block_size, "mask_token_id": mask_id, "fuse_cross_entropy": True, "torch_dtype": "float32",
+        }
+    if family == "fast-dllm-v2":  # keys as Fast_dLLM_v2_7B's config.json writes them (+ mask_token_id, which it lacks)
+        return {
+            "model_type": "Fast_dLLM_Qwen", "architectures": ["Fast_dLLM_QwenForCausalLM"], "hidden_size": d_model,
+            "num_hidden_layers": n_layers, "num_attention_heads": n_heads,
+            "num_key_value_heads": n_kv_heads or max(1, n_heads // 2), "intermediate_size": d_ff, "vocab_size": vocab_size,
+            "hidden_act": "silu", "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "rope_scaling": None,
+            "max_position_embeddings": max_length, "attention_dropout": 0.0, "bd_size": block_size,
+            "layer_types": ["full_attention"] * n_layers, "use_sliding_window": False, "sliding_window": None,
+            "max_window_layers": n_layers, "tie_word_embeddings": bool(tied_embeddings), "use_cache": True,
+            "initializer_range": 0.02, "bos_token_id": eos_id, "eos_token_id": eos_id, "pad_token_id": eos_id,
+            "mask_token_id": mask_id, "torch_dtype": "float32",
         }
     if family == "llada-moe":  # keys as LLaDA-MoE-7B-A1B's config.json writes them (+ mask_token_id, which it lacks)
         return {

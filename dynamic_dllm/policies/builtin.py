@@ -10,6 +10,7 @@ from .factor import FactorDecoding
 from .apd import AdaptiveParallelDecoding
 from .apd_released import ReleasedAdaptiveParallelDecoding
 from .sdar_sampler import SdarSampler
+from .fast_dllm_v2_sampler import FastDllmV2Sampler
 from .eb_sampler import EntropyBoundedSampler
 from .no_cache import NoCache
 from .dcu_released import ReleasedDynamicCache
@@ -51,3 +52,4 @@ def register_unmask_policies(register):
     register("apd-released", ReleasedAdaptiveParallelDecoding)
     register("eb-sampler", EntropyBoundedSampler)
     register("sdar", SdarSampler)
+    register("fast-dllm-v2", FastDllmV2Sampler)
