@@ -258,16 +258,16 @@ def test_cli_random_options_exit_cleanly(cache, unmask, gen_length, steps, seed)
 
 
 def test_loader_dispatches_on_architectures_first(tmp_path, llada_dir, capsys):
-    """The architecture decides, not model_type: LLaDA-MoE's and LLaDA2's configs say (or may say) a
-    LLaDA model_type but are other layouts — an unknown architecture is refused with the supported
-    list, the MoE one goes to the MoE adapter (which refuses dense weights); a config without
-    architectures falls back to model_type."""
+    """The architecture decides, not model_type: LLaDA-MoE's config says model_type 'llada' but is
+    another layout — an unknown architecture is refused with the supported list, the MoE one goes to
+    the MoE adapter (which refuses dense weights); a config without architectures falls back to
+    model_type."""
     import json
 
-    unknown = _damaged(tmp_path / "unknown", llada_dir, _config(lambda c: {**c, "architectures": ["LLaDA2MoeModelLM"]}))
-    with pytest.raises(ValueError, match="architecture LLaDA2MoeModelLM is not supported \\(model_type 'llada'\\); "
+    unknown = _damaged(tmp_path / "unknown", llada_dir, _config(lambda c: {**c, "architectures": ["BailingMoeV2ForCausalLM"]}))
+    with pytest.raises(ValueError, match="architecture BailingMoeV2ForCausalLM is not supported \\(model_type 'llada'\\); "
                                          "supported architectures: DreamModel \\(Dream\\), Fast_dLLM_QwenForCausalLM \\(fast-dllm-v2\\), "
-                                         "LLaDAMoEModelLM \\(llada-moe\\), "
+                                         "LLaDA2MoeModelLM \\(llada2\\), LLaDAMoEModelLM \\(llada-moe\\), "
                                          "LLaDAModelLM \\(llada\\), SDARForCausalLM \\(sdar\\)"):
         dd.load_model(str(unknown))
     moe = _damaged(tmp_path / "moe", llada_dir, _config(lambda c: {**c, "architectures": ["LLaDAMoEModelLM"]}))

@@ -106,7 +106,11 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, full_preci
     """Rotate ``x`` ``[B, R, H, D]`` by angles ``cos/sin`` ``[B, R, D]`` (NeoX half-split:
     ``x*cos + rotate_half(x)*sin`` with ``rotate_half([a, b]) = [-b, a]``). With ``full_precision``
     the rotation runs in (at least) fp32 (LLaDA's ``rope_full_precision``); otherwise cos/sin are cast to x's
-    dtype first (HF Qwen2/Dream)."""
+    dtype first (HF Qwen2/Dream). With cos/sin narrower than ``x`` (partial RoPE, ``rope_dim < D``)
+    only the first ``rope_dim`` dimensions rotate (half-split within them)."""
+    if cos.shape[-1] < x.shape[-1]:  # partial RoPE: the first rope_dim dimensions rotate, the rest pass
+        rd = cos.shape[-1]
+        return torch.cat([apply_rope(x[..., :rd], cos, sin, full_precision), x[..., rd:]], -1)
     dtype = x.dtype
     cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)
     if full_precision:
@@ -125,15 +129,20 @@ class Rotary:
     With ``sin± = [−sin_lo, sin_hi]``, ``roll(x)·sin± = [−x_hi·sin, x_lo·sin] = rotate_half(x)·sin``
     exactly, so :meth:`rotate` equals :func:`apply_rope` bit for bit."""
 
-    def __init__(self, positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype, full_precision: bool):
-        cos, sin = rope_cos_sin(positions, head_dim, theta)
+    def __init__(self, positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype, full_precision: bool,
+                 rope_dim: Optional[int] = None):
+        self.rope_dim = rope_dim or head_dim
+        cos, sin = rope_cos_sin(positions, self.rope_dim, theta)
         self.dtype = (torch.float32 if dtype.itemsize < 4 else dtype) if full_precision else dtype
-        self.half = head_dim // 2
+        self.half = self.rope_dim // 2
         self.cos = cos.unsqueeze(2).to(self.dtype)
         self.sin = torch.cat([-sin[..., :self.half], sin[..., self.half:]], -1).unsqueeze(2).to(self.dtype)
 
     def rotate(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """``x`` ``[B, R, H, D]`` by the angles ``cos``/``sin`` ``[B, R, 1, D]`` (slices or gathers of the tables)."""
+        """``x`` ``[B, R, H, D]`` by the angles ``cos``/``sin`` ``[B, R, 1, rope_dim]`` (slices or gathers of
+        the tables); with ``rope_dim < D`` the remaining dimensions pass unrotated."""
+        if self.rope_dim < x.shape[-1]:
+            return torch.cat([self.rotate(x[..., :self.rope_dim], cos, sin), x[..., self.rope_dim:]], -1)
         xr = x if x.dtype == self.dtype else x.to(self.dtype)
         out = xr * cos + xr.roll(self.half, -1) * sin
         return out if out.dtype == x.dtype else out.to(x.dtype)
@@ -177,6 +186,8 @@ class DecoderModel(nn.Module, abc.ABC):
     #: the cache spec ``cache="auto"`` means for this model: an exact one (``none`` recomputes
     #: everything; block-diffusion models keep finished blocks' K/V with ``block-kv``)
     default_cache: str = "none"
+    #: dimensions of each head RoPE rotates (partial RoPE, e.g. LLaDA2's ``head_dim / 2``); None: all
+    rope_dim: Optional[int] = None
 
     @abc.abstractmethod
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -207,9 +218,17 @@ class DecoderModel(nn.Module, abc.ABC):
         return rows * per_row
 
     def ffn_row_flops(self) -> int:
-        """FLOPs of one row's FFN: SwiGLU ``2*3*d*d_ff`` (a MoE adapter: router + top-k experts,
-        averaged over layers)."""
-        return 6 * self.d_model * self.d_ff
+        """FLOPs of one row's FFN, averaged over layers: SwiGLU ``2*3*d*d_ff``; a mixture: its
+        ``row_flops()`` (router + top-k experts) plus a shared expert's SwiGLU."""
+        total = 0
+        for i in range(self.n_layers):
+            p = self.layer(i)
+            if p.moe is None:
+                total += 6 * self.d_model * p.up_proj.out_features
+            else:
+                shared = 0 if p.shared_expert is None else 6 * self.d_model * p.shared_expert.up_proj.out_features
+                total += p.moe.row_flops() + shared
+        return total // self.n_layers
 
     def forward(
         self,
@@ -224,7 +243,7 @@ class DecoderModel(nn.Module, abc.ABC):
         B, L = input_ids.shape
         if position_ids is None:
             position_ids = torch.arange(L, device=input_ids.device).expand(B, L)
-        cos, sin = rope_cos_sin(position_ids, self.head_dim, self.rope_theta)
+        cos, sin = rope_cos_sin(position_ids, self.rope_dim or self.head_dim, self.rope_theta)
         mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
         if self.block_causal:
             causal = block_causal_mask(L, block_length or self.block_size, input_ids.device)[None, None]

@@ -225,7 +225,7 @@ class PartialLayerExecutor:
         self.block_mask = (block_causal_mask(valid.shape[1], block_length or model.block_size, valid.device)
                            if model.block_causal else None)
         dtype = next(model.parameters()).dtype
-        self.rope = Rotary(positions, model.head_dim, model.rope_theta, dtype, model.rope_full_precision)
+        self.rope = Rotary(positions, model.head_dim, model.rope_theta, dtype, model.rope_full_precision, model.rope_dim)
         self.shape = tuple(valid.shape)
         B, L = self.shape
         #: ``b·L`` and ``b·(L+1)`` ``[B, 1]``: where batch row b starts in the row-flattened canvas and caches

@@ -1,4 +1,4 @@
-"""Built-in model plugin: the LLaDA, LLaDA-MoE, Dream, SDAR and Fast-dLLM v2 adapters and the named checkpoints."""
+"""Built-in model plugin: the LLaDA, LLaDA-MoE, Dream, SDAR, Fast-dLLM v2 and LLaDA2 adapters and the named checkpoints."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from ..core.hookspecs import hookimpl
 from .dream import DreamModel
 from .fast_dllm_v2 import FastDLLMv2Model
 from .llada import LLaDAModel
+from .llada2 import LLaDA2Model
 from .llada_moe import LLaDAMoEModel
 from .sdar import SDARModel
 
@@ -67,6 +68,7 @@ def register_models(register):
     register("llada-moe", LLaDAMoEModel, "LLaDA-MoE-7B-A1B layout (OLMoE keys, 64 experts top-8, QK-norm, bidirectional)")
     register("Dream", DreamModel, "Dream-v0-7B layout (Qwen2.5 keys, one-position logit shift)")
     register("fast-dllm-v2", FastDLLMv2Model, "Fast-dLLM v2 block-diffusion layout (Qwen2.5 keys, block-causal, shifted logits)")
+    register("llada2", LLaDA2Model, "LLaDA2.0 layout (Ling keys, fused QKV, partial RoPE, group-limited MoE, block-causal)")
     register("sdar", SDARModel, "SDAR block-diffusion layout (Qwen3 keys, QK-norm, block-causal attention)")
 
 

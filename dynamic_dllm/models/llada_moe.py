@@ -139,16 +139,3 @@ class LLaDAMoEModel(HFDecoderLayout, DecoderModel):
         if isinstance(b.mlp, SparseMoE):
             return LayerParts(*head, None, None, None, *norms, moe=b.mlp, shared_expert=getattr(b, "shared_expert", None))
         return LayerParts(*head, b.mlp.gate_proj, b.mlp.up_proj, b.mlp.down_proj, *norms)
-
-    def ffn_row_flops(self) -> int:
-        """Per row, averaged over layers: a MoE layer's router + top-k experts (+ shared expert), a
-        dense layer's SwiGLU."""
-        total = 0
-        for i, moe in enumerate(self.moe_layers):
-            b = self.model.layers[i]
-            if moe:
-                total += b.mlp.row_flops() + (6 * self.d_model * b.shared_expert.up_proj.out_features
-                                              if hasattr(b, "shared_expert") else 0)
-            else:
-                total += 6 * self.d_model * self.d_ff
-        return total // self.n_layers

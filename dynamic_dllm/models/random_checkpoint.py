@@ -18,20 +18,21 @@ from .checkpoint import save_checkpoint
 from .dream import DreamModel
 from .fast_dllm_v2 import FastDLLMv2Model
 from .llada import LLaDAModel
+from .llada2 import LLaDA2Model
 from .llada_moe import LLaDAMoEModel
 from .sdar import SDARModel
 from .tokenizer import build_byte_tokenizer
 
 #: family -> (adapter, tokenizer style)
 FAMILIES = {"llada": (LLaDAModel, "llada"), "llada-moe": (LLaDAMoEModel, "llada"), "dream": (DreamModel, "llada"),
-            "sdar": (SDARModel, "qwen"), "fast-dllm-v2": (FastDLLMv2Model, "qwen")}
+            "sdar": (SDARModel, "qwen"), "fast-dllm-v2": (FastDLLMv2Model, "qwen"), "llada2": (LLaDA2Model, "llada")}
 
 
 def random_config(family: str, vocab_size: int, mask_id: int, eos_id: int, n_layers: int = 2, d_model: int = 64,
                   n_heads: int = 4, n_kv_heads: Optional[int] = None, d_ff: Optional[int] = None, max_length: int = 1024,
                   tied_embeddings: bool = False, head_dim: Optional[int] = None, block_size: int = 4,
                   n_experts: int = 8, top_k: int = 2, d_expert: Optional[int] = None, moe_layers: Optional[list] = None,
-                  d_shared: Optional[int] = None) -> dict:
+                  d_shared: Optional[int] = None, n_group: int = 4, topk_group: int = 2, dense_layers: int = 1) -> dict:
     d_ff = d_ff or 2 * d_model
     if tied_embeddings and family == "dream":
         raise ValueError("tied_embeddings is a LLaDA/SDAR option; Dream checkpoints have an untied lm_head")
@@ -57,6 +58,20 @@ def random_config(family: str, vocab_size: int, mask_id: int, eos_id: int, n_lay
             "max_window_layers": n_layers, "tie_word_embeddings": bool(tied_embeddings), "use_cache": True,
             "initializer_range": 0.02, "bos_token_id": eos_id, "eos_token_id": eos_id, "pad_token_id": eos_id,
             "mask_token_id": mask_id, "torch_dtype": "float32",
+        }
+    if family == "llada2":  # keys as LLaDA2.0-mini's config.json writes them (+ block_size and mask_token_id)
+        return {
+            "model_type": "llada2_moe", "architectures": ["LLaDA2MoeModelLM"], "hidden_size": d_model,
+            "num_hidden_layers": n_layers, "num_attention_heads": n_heads, "num_key_value_heads": n_kv_heads or max(1, n_heads // 2),
+            "head_dim": head_dim or d_model // n_heads, "intermediate_size": d_ff, "moe_intermediate_size": d_expert or d_model // 2,
+            "num_experts": n_experts, "num_shared_experts": 1 if d_shared is None else d_shared, "num_experts_per_tok": top_k,
+            "n_group": n_group, "topk_group": topk_group, "routed_scaling_factor": 2.5, "first_k_dense_replace": dense_layers,
+            "partial_rotary_factor": 0.5, "vocab_size": vocab_size, "hidden_act": "silu", "rms_norm_eps": 1e-6,
+            "rope_theta": 600000.0, "rope_scaling": None, "max_position_embeddings": max_length, "use_qkv_bias": False,
+            "use_bias": False, "use_qk_norm": True, "norm_head": False, "tie_word_embeddings": bool(tied_embeddings),
+            "use_sliding_window": False, "use_cache": True, "embedding_dropout": 0.0, "attention_dropout": 0.0,
+            "output_dropout": 0.0, "initializer_range": 0.02, "output_router_logits": False, "block_size": block_size,
+            "eos_token_id": eos_id, "pad_token_id": eos_id, "mask_token_id": mask_id, "torch_dtype": "float32",
         }
     if family == "llada-moe":  # keys as LLaDA-MoE-7B-A1B's config.json writes them (+ mask_token_id, which it lacks)
         return {

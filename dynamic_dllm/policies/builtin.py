@@ -9,7 +9,7 @@ from .threshold import ThresholdDecoding
 from .factor import FactorDecoding
 from .apd import AdaptiveParallelDecoding
 from .apd_released import ReleasedAdaptiveParallelDecoding
-from .sdar_sampler import SdarSampler
+from .sdar_sampler import LLADA2_SAMPLER, SdarSampler
 from .fast_dllm_v2_sampler import FastDllmV2Sampler
 from .eb_sampler import EntropyBoundedSampler
 from .no_cache import NoCache
@@ -53,3 +53,4 @@ def register_unmask_policies(register):
     register("eb-sampler", EntropyBoundedSampler)
     register("sdar", SdarSampler)
     register("fast-dllm-v2", FastDllmV2Sampler)
+    register("llada2", LLADA2_SAMPLER)

@@ -15,6 +15,11 @@ reference's unfiltered probabilities). Among the block's masks M:
 Never more than the masks left (the reference's ``where(mask, x0, x)``). Ties among equal
 confidences go to the lower position (the reference's ``torch.topk`` leaves them unspecified).
 The paper's settings: block 4, 4 steps, threshold 1.0 (static) or 0.95 (dynamic).
+
+LLaDA2.0's ``generate`` (its checkpoints' ``modeling_llada2_moe.py``) is the same rule — schedule
+``block_length // steps`` plus one on the first ``block_length mod steps`` steps, every mask above the
+threshold when at least k are, else the k most confident — with threshold 0.95 by default: the
+``llada2`` preset (:data:`LLADA2_SAMPLER`).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import attrs
 import torch
 
 from ..core.policy import UnmaskPolicy
+from ..core.registry import Alias
 from ..core.types import Commit, StepState
 from ..core.validators import number_in
 from .scores import choose_tokens, masked_scores, probability_of, select_top_k
@@ -48,3 +54,8 @@ class SdarSampler(UnmaskPolicy):
             high = scores > self.threshold
             top = torch.where((high.sum(1) >= k)[:, None], high, top)
         return Commit(positions=top, tokens=tokens)
+
+
+#: LLaDA2.0's sampler: ``sdar`` with its default threshold 0.95
+LLADA2_SAMPLER = Alias("sdar:threshold=0.95", params={"threshold": "sdar.threshold"},
+                       summary="LLaDA2.0 generate = sdar:threshold=0.95 (dynamic: every mask above 0.95 when at least k are).")
