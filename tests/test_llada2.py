@@ -128,3 +128,44 @@ def test_config_refusals(change, message):
     config = {**random_config("llada2", 262, 258, 257, head_dim=32), **change}
     with torch.device("meta"), pytest.raises(ValueError, match=message):
         LLaDA2Model(config)
+
+
+EDITING_CASES = sorted(name for name in RECORD["cases"] if "/generate21/" in name)
+
+
+@pytest.mark.parametrize("cache", ["none", "block-kv"])
+@pytest.mark.parametrize("name", EDITING_CASES)
+def test_editing_sampler_reproduces_llada21_generate(variants, name, cache):
+    want = RECORD["cases"][name]
+    assert not want["committed_mask"] and not want["stopped"]
+    threshold, editing, post = (part.split("=")[1] for part in name.split("/")[2:])
+    out = dd.generate(variants["dense-then-moe"], torch.tensor([RECORD["prompt"]]), cache=cache,
+                      unmask=f"llada21:threshold={threshold},editing_threshold={editing},max_post_steps={post}",
+                      gen_length=GEN, block_length=BLOCK)
+    assert out.tokens[0].tolist() == want["tokens"]
+    assert (out.stats.edited_tokens > 0) == (editing != "0.9")  # the default thresholds never edit this model
+
+
+def test_editing_batch_equals_single_runs(variants):
+    lm, spec = variants["all-moe-tied"], "llada21:threshold=0.3,editing_threshold=0.2,max_post_steps=3"
+    a, b = RECORD["prompt"], [(i * 13 + 1) % 250 for i in range(10)]
+    batch = dd.generate(lm, torch.tensor([a, b]), cache="block-kv", unmask=spec, gen_length=GEN, block_length=BLOCK)
+    singles = [dd.generate(lm, torch.tensor([ids]), cache="block-kv", unmask=spec, gen_length=GEN, block_length=BLOCK)
+               for ids in (a, b)]
+    for row, single in enumerate(singles):
+        assert torch.equal(batch.tokens[row], single.tokens[0])
+    assert batch.stats.edited_tokens == sum(s.stats.edited_tokens for s in singles) > 0
+
+
+def test_edits_of_masks_or_prompt_are_refused(variants):
+    """The commit contract: edits rewrite decoded response tokens only."""
+    class EditsThePrompt(dd.UnmaskPolicy):
+        def commit(self, state, logits):
+            tokens = logits.argmax(-1)
+            edits = torch.zeros_like(state.block_masked)
+            edits[:, 0] = True  # the first block holds the prompt's tail
+            return dd.Commit(positions=state.block_masked, tokens=tokens, edits=edits)
+
+    with pytest.raises(RuntimeError, match="edited masked or prompt positions"):
+        dd.generate(variants["dense-then-moe"], torch.tensor([RECORD["prompt"]]), unmask=EditsThePrompt(),
+                    gen_length=GEN, block_length=BLOCK)

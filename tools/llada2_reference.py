@@ -1,6 +1,6 @@
 """Record LLaDA2.0's reference modeling code and sampler on small random LLaDA2 checkpoints.
 
-    /path/to/ref-venv/bin/python tools/llada2_reference.py --modeling DIR \\
+    /path/to/ref-venv/bin/python tools/llada2_reference.py --modeling DIR --modeling21 DIR \\
         [--out tests/data/llada2_reference.json] [--check]
 
 ``--modeling`` is a folder holding ``modeling_llada2_moe.py`` and ``configuration_llada2_moe.py``.
@@ -15,9 +15,15 @@ One shim, nothing else: ``generate`` builds its additive mask in bfloat16 (the c
 bf16), which SDPA refuses next to fp32 queries; a forward pre-hook casts a floating 4D mask to the
 model's dtype — its values, 0 and −inf, are exact in every float dtype.
 
+``--modeling21`` holds LLaDA2.1's ``modeling_llada21_moe.py`` and ``configuration_llada21_moe.py``
+(the same dllm commit, ``dllm/pipelines/llada21/models/``): the same architecture and forward, and a
+``generate`` that also edits decoded tokens.
+
 Cases: per variant, one full forward's logits under ``generate``'s block-lower-triangular mask
-(blocks of ``block_size`` from position 0); on the first variant ``generate``'s greedy tokens
-(``temperature=0``) for two step counts and thresholds 0.95 (its default) and 1.0 (static top-k).
+(blocks of ``block_size`` from position 0); on the first variant LLaDA2.0 ``generate``'s greedy
+tokens (``temperature=0``) for two step counts and thresholds 0.95 (its default), 1.0 (static top-k)
+and 0.2, and LLaDA2.1 ``generate``'s greedy tokens for mask / editing thresholds and refinement-step
+limits that make it edit.
 ``--check`` compares a fresh run with the record.
 """
 
@@ -51,6 +57,10 @@ VARIANTS = {
 PROMPT = [(i * 37 + 5) % 250 for i in range(10)]  # two whole blocks and a tail of 2
 GEN_LENGTH = 16
 SAMPLER_CASES = [(4, 0.95), (2, 0.95), (4, 1.0), (4, 0.2)]  # (steps per block, threshold)
+#: LLaDA2.1: (threshold, editing_threshold, max_post_steps); the first is its default. Settings whose run draws the
+#: mask id as an argmax and writes it back by an edit (re-masking a decoded token) are left out: this engine never
+#: draws the mask id (drew_mask records whether any draw was the mask id, committed or not)
+EDITING_CASES = [(0.95, 0.9, 16), (0.3, 0.2, 16), (0.3, 0.2, 1), (0.4, 0.3, 0)]
 LOGITS_LENGTH = 14
 
 
@@ -72,12 +82,15 @@ def mask_in_model_dtype(module, args, kwargs):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--modeling", type=Path, required=True, help="folder with modeling_llada2_moe.py and configuration_llada2_moe.py")
+    ap.add_argument("--modeling21", type=Path, required=True, help="folder with LLaDA2.1's modeling_llada21_moe.py and configuration")
     ap.add_argument("--out", type=Path, default=ROOT / "tests" / "data" / "llada2_reference.json")
     ap.add_argument("--check", action="store_true", help="compare with --out instead of writing it")
     args = ap.parse_args()
     torch.set_num_threads(1)
     modeling = import_copied(args.modeling, ("modeling_llada2_moe.py", "configuration_llada2_moe.py"), "llada2_reference_model",
                              "modeling_llada2_moe")
+    modeling21 = import_copied(args.modeling21, ("modeling_llada21_moe.py", "configuration_llada21_moe.py"),
+                               "llada21_reference_model", "modeling_llada21_moe")
     recorded = json.loads(args.out.read_text()) if args.check else None
     results, bad = {}, 0
     for variant, sizes in VARIANTS.items():
@@ -102,9 +115,26 @@ def main():
             tokens = out[0].tolist()
             res = results[name] = {"tokens": tokens, "stopped": eos_id in tokens, "committed_mask": mask_id in tokens}
             bad += report(name, res, recorded, str(res))
+        model21 = modeling21.LLaDA2MoeModelLM.from_pretrained(
+            str(folder), config=modeling21.LLaDA2MoeConfig.from_pretrained(str(folder)), torch_dtype=torch.float32).eval()
+        model21.model.register_forward_pre_hook(mask_in_model_dtype, with_kwargs=True)
+        drawn = []  # every token generate draws: its argmax may be the mask id, which an edit would write back
+        sample = model21._sample_with_temperature_topk_topp
+        model21._sample_with_temperature_topk_topp = lambda *a, **k: drawn.append(sample(*a, **k)[0]) or sample(*a, **k)
+        for threshold, editing, post in EDITING_CASES:
+            name = f"{variant}/generate21/threshold={threshold}/editing={editing}/post={post}"
+            drawn.clear()
+            out = model21.generate(torch.tensor([PROMPT]), temperature=0.0, block_length=BLOCK, gen_length=GEN_LENGTH,
+                                   threshold=threshold, editing_threshold=editing, max_post_steps=post, eos_id=eos_id,
+                                   mask_id=mask_id)
+            tokens = out[0].tolist()
+            res = results[name] = {"tokens": tokens, "stopped": eos_id in tokens, "committed_mask": mask_id in tokens,
+                                   "drew_mask": any(bool((t == mask_id).any()) for t in drawn)}
+            bad += report(name, res, recorded, str(res))
     if recorded is None:
-        payload = {"reference": "modeling_llada2_moe.py / configuration_llada2_moe.py as carried by ZHZisZZ/dllm ca176752"
-                                " (dllm/pipelines/llada2/models): LLaDA2MoeModelLM.forward and .generate",
+        payload = {"reference": "modeling_llada2_moe.py / configuration_llada2_moe.py (LLaDA2.0) and modeling_llada21_moe.py /"
+                                " configuration_llada21_moe.py (LLaDA2.1) as carried by ZHZisZZ/dllm ca176752"
+                                " (dllm/pipelines/llada2{,1}/models): LLaDA2MoeModelLM.forward and .generate",
                    "command": " ".join(["tools/llada2_reference.py"] + sys.argv[1:]), "torch": torch.__version__,
                    "transformers": importlib.import_module("transformers").__version__, "variants": VARIANTS,
                    "prompt": PROMPT, "gen_length": GEN_LENGTH, "block_length": BLOCK, "cases": results}

@@ -82,6 +82,16 @@ def check_inputs(model: DecoderModel, input_ids: torch.Tensor, attention_mask: O
         raise ValueError(f"cfg_scale={config.cfg_scale} needs a cache policy that supports guidance; {names} do not (use cache 'none')")
 
 
+def _edits(commit: Commit, chosen: torch.Tensor, unmask_name: str) -> Optional[torch.Tensor]:
+    """A commit's edits (bool, the shape of its positions) or None."""
+    if commit.edits is None:
+        return None
+    if tuple(commit.edits.shape) != tuple(chosen.shape):
+        raise RuntimeError(f"unmask policy {unmask_name} returned edits {tuple(commit.edits.shape)} for positions "
+                           f"{tuple(chosen.shape)}; they have the same shape")
+    return commit.edits.bool()
+
+
 @torch.no_grad()
 def denoise(model: DecoderModel, input_ids: torch.Tensor, config: GenerationConfig, cache_policies: Sequence,
             unmask_policy, attention_mask: Optional[torch.Tensor] = None, progress=None,
@@ -125,7 +135,8 @@ def denoise(model: DecoderModel, input_ids: torch.Tensor, config: GenerationConf
 
     tokens_per_step: list[int] = []
     last_committed = torch.zeros(B, L, dtype=torch.bool, device=device)
-    max_steps = max(config.steps_per_block, Lb)
+    max_steps = max(config.steps_per_block, Lb) + int(getattr(unmask_policy, "extra_steps_per_block", 0))
+    edited = 0
     step = 0
     t_start = time.perf_counter()
     for block in range(n_blocks):
@@ -140,7 +151,7 @@ def denoise(model: DecoderModel, input_ids: torch.Tensor, config: GenerationConf
         step_in_block = 0
         while has_masks:
             if step_in_block >= max_steps:
-                raise RuntimeError(f"unmask policy {unmask_name} left masks in block {block} after {max_steps} steps")
+                raise RuntimeError(f"unmask policy {unmask_name} did not finish block {block} in {max_steps} steps")
             state = StepState(
                 x=x, masked=x == mask_id, valid=valid, positions=positions, last_committed=last_committed,
                 prompt_length=P, block=block, block_start=bs, block_end=be, step=step, step_in_block=step_in_block,
@@ -187,14 +198,24 @@ def denoise(model: DecoderModel, input_ids: torch.Tensor, config: GenerationConf
             if cs not in (bs, P):
                 raise RuntimeError(f"unmask policy {unmask_name} committed {chosen.shape[1]} columns; a Commit covers "
                                    f"the block ({Lb}) or the response up to the block's end ({be - P})")
-            x = x.slice_scatter(torch.where(chosen, commit.tokens.to(x.dtype), x[:, cs:be]), 1, cs, be)
-            committed = last_committed.new_zeros(B, L).slice_scatter(chosen, 1, cs, be)
-            n, n_masked_chosen, n_unmasked, *left = torch.cat([torch.stack(
-                [chosen.sum(), (chosen & state.masked[:, cs:be]).sum(), (chosen & (commit.tokens != mask_id)).sum()]),
-                (x[:, bs:be] == mask_id).sum(1)]).tolist()
+            edits = _edits(commit, chosen, unmask_name)
+            changed = chosen if edits is None else chosen | edits
+            x_before = x[:, cs:be]
+            x = x.slice_scatter(torch.where(changed, commit.tokens.to(x.dtype), x_before), 1, cs, be)
+            committed = last_committed.new_zeros(B, L).slice_scatter(changed, 1, cs, be)
+            counts = [chosen.sum(), (chosen & state.masked[:, cs:be]).sum(), (chosen & (commit.tokens != mask_id)).sum()]
+            if edits is not None:  # edits may rewrite decoded response tokens only: not masks, not the prompt
+                decoded = ~state.masked[:, cs:be] & (torch.arange(cs, be, device=device) >= P)
+                counts += [(edits & ~decoded).sum(), (edits & (commit.tokens != x_before)).sum()]
+            n, n_masked_chosen, n_unmasked, *rest = torch.cat([torch.stack(counts), (x[:, bs:be] == mask_id).sum(1)]).tolist()
+            (bad_edits, n_edited), left = (rest[:2], rest[2:]) if edits is not None else ((0, 0), rest)
             n_left, waiting = sum(left), tuple(b for b, m in enumerate(left) if m == 0)
             if n != n_masked_chosen:
                 raise RuntimeError(f"unmask policy {unmask_name} committed positions that are not masked")
+            if bad_edits:
+                raise RuntimeError(f"unmask policy {unmask_name} edited masked or prompt positions; edits rewrite decoded"
+                                   " response tokens only")
+            edited += n_edited
             for p in cache_policies:
                 clock(p.step_end, state, committed)
             last_committed = committed
@@ -203,7 +224,7 @@ def denoise(model: DecoderModel, input_ids: torch.Tensor, config: GenerationConf
                 progress(n_unmasked)
             step += 1
             step_in_block += 1
-            has_masks = n_left > 0 and not commit.end_block
+            has_masks = (n_left > 0 or commit.continue_block) and not commit.end_block
         if on_block is not None:
             on_block(block, x[:, max(bs, P):min(be, P + G)])
         if config.stop_at_eos:
@@ -216,5 +237,5 @@ def denoise(model: DecoderModel, input_ids: torch.Tensor, config: GenerationConf
         nfe=step, wall_time=wall, tokens_per_second=generated / wall if wall > 0 else 0.0, generated_tokens=generated,
         tokens_per_step=tuple(tokens_per_step), recomputed_rows=tuple(executor.rows_per_layer),
         recompute_fraction=executor.recompute_fraction(step), policy_time=clock.seconds,
-        chosen_rows=executor.chosen_rows(), rows_per_step=tuple(tuple(r) for r in executor.step_rows))
+        chosen_rows=executor.chosen_rows(), rows_per_step=tuple(tuple(r) for r in executor.step_rows), edited_tokens=edited)
     return x, stats

@@ -169,11 +169,17 @@ class Commit:
     response up to the block's end, for samplers that may still commit masks an earlier block left. Committing the mask token leaves a position masked (the reference
     samplers' behaviour when their argmax is ``[MASK]``). ``end_block``: the block ends after this
     step even if masks remain (a fixed schedule that has run its steps, as LLaDA's loop); by default
-    a block ends when it has no masks left."""
+    a block ends when it has no masks left. ``edits`` (optional, the shape of ``positions``): already
+    decoded response positions to overwrite with ``tokens`` (token editing, LLaDA2.1) — never masks,
+    never the prompt. ``continue_block``: the block goes on although it has no masks left (an editing
+    sampler's refinement steps); the policy ends it with ``end_block``, within its class attribute
+    ``extra_steps_per_block`` more steps than a block allows otherwise."""
 
     positions: torch.Tensor
     tokens: torch.Tensor
     end_block: bool = attrs.field(default=False, validator=boolean)
+    edits: Optional[torch.Tensor] = None
+    continue_block: bool = attrs.field(default=False, validator=boolean)
 
 
 @attrs.frozen
@@ -189,6 +195,7 @@ class GenerationStats:
     ``recompute_fraction``: FLOPs the layers actually spent / FLOPs of full forwards at every step
     (per-layer projections, attention and FFN; embedding and head excluded; from the rows computed).
     ``tokens_per_second``: generated non-EOS tokens per wall-clock second.
+    ``edited_tokens``: decoded tokens an editing sampler rewrote (changed ones only; not in ``tokens_per_step``).
     """
 
     nfe: int
@@ -201,6 +208,7 @@ class GenerationStats:
     policy_time: float = 0.0
     chosen_rows: tuple = ()
     rows_per_step: tuple = ()
+    edited_tokens: int = 0
 
     @property
     def chosen_fraction(self) -> float:

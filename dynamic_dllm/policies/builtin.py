@@ -11,6 +11,7 @@ from .apd import AdaptiveParallelDecoding
 from .apd_released import ReleasedAdaptiveParallelDecoding
 from .sdar_sampler import LLADA2_SAMPLER, SdarSampler
 from .fast_dllm_v2_sampler import FastDllmV2Sampler
+from .llada21_sampler import LLaDA21Sampler
 from .eb_sampler import EntropyBoundedSampler
 from .no_cache import NoCache
 from .dcu_released import ReleasedDynamicCache
@@ -54,3 +55,4 @@ def register_unmask_policies(register):
     register("sdar", SdarSampler)
     register("fast-dllm-v2", FastDllmV2Sampler)
     register("llada2", LLADA2_SAMPLER)
+    register("llada21", LLaDA21Sampler)
