@@ -266,8 +266,8 @@ def test_loader_dispatches_on_architectures_first(tmp_path, llada_dir, capsys):
 
     unknown = _damaged(tmp_path / "unknown", llada_dir, _config(lambda c: {**c, "architectures": ["BailingMoeV2ForCausalLM"]}))
     with pytest.raises(ValueError, match="architecture BailingMoeV2ForCausalLM is not supported \\(model_type 'llada'\\); "
-                                         "supported architectures: DreamModel \\(Dream\\), Fast_dLLM_QwenForCausalLM \\(fast-dllm-v2\\), "
-                                         "LLaDA2MoeModelLM \\(llada2\\), LLaDAMoEModelLM \\(llada-moe\\), "
+                                         "supported architectures: DreamModel \\(Dream\\), Fast_dLLM_QwenForCausalLM \\(Fast_dLLM_Qwen\\), "
+                                         "LLaDA2MoeModelLM \\(llada2_moe\\), LLaDAMoEModelLM \\(llada-moe\\), "
                                          "LLaDAModelLM \\(llada\\), SDARForCausalLM \\(sdar\\)"):
         dd.load_model(str(unknown))
     moe = _damaged(tmp_path / "moe", llada_dir, _config(lambda c: {**c, "architectures": ["LLaDAMoEModelLM"]}))

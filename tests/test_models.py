@@ -86,7 +86,7 @@ def test_bad_folders_give_clear_errors(tmp_path, llada_dir):
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text(json.dumps({"model_type": "gpt9"}))
-    with pytest.raises(ValueError, match="no model adapter for model_type 'gpt9'; known: Dream, fast-dllm-v2, llada, llada-moe, llada2, sdar"):
+    with pytest.raises(ValueError, match="no model adapter for model_type 'gpt9'; known: Dream, Fast_dLLM_Qwen, llada, llada-moe, llada2_moe, sdar"):
         load_checkpoint(broken)
     (broken / "config.json").write_text((llada_dir / "config.json").read_text())
     with pytest.raises(ValueError, match="no model.safetensors"):

@@ -67,8 +67,8 @@ def register_models(register):
     register("llada", LLaDAModel, "LLaDA-8B / LLaDA-1.5 layout (LLaDA checkpoint keys)")
     register("llada-moe", LLaDAMoEModel, "LLaDA-MoE-7B-A1B layout (OLMoE keys, 64 experts top-8, QK-norm, bidirectional)")
     register("Dream", DreamModel, "Dream-v0-7B layout (Qwen2.5 keys, one-position logit shift)")
-    register("fast-dllm-v2", FastDLLMv2Model, "Fast-dLLM v2 block-diffusion layout (Qwen2.5 keys, block-causal, shifted logits)")
-    register("llada2", LLaDA2Model, "LLaDA2.0 layout (Ling keys, fused QKV, partial RoPE, group-limited MoE, block-causal)")
+    register("Fast_dLLM_Qwen", FastDLLMv2Model, "Fast-dLLM v2 block-diffusion layout (Qwen2.5 keys, block-causal, shifted logits)")
+    register("llada2_moe", LLaDA2Model, "LLaDA2.0 layout (Ling keys, fused QKV, partial RoPE, group-limited MoE, block-causal)")
     register("sdar", SDARModel, "SDAR block-diffusion layout (Qwen3 keys, QK-norm, block-causal attention)")
 
 

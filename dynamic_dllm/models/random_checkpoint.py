@@ -128,11 +128,13 @@ def init_weights(model: torch.nn.Module, seed: int, std: float = 0.02, final_nor
 
 
 def build_random_checkpoint(family: str, folder, seed: int = 0, max_shard_bytes: Optional[int] = None, std: float = 0.02,
-                            **sizes) -> Path:
+                            tokenizer_style: Optional[str] = None, **sizes) -> Path:
+    """A random ``family`` checkpoint in ``folder``; ``tokenizer_style`` overrides the family's byte
+    tokenizer (e.g. ``"diffucoder"`` for a Dream-architecture coder)."""
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
     adapter, style = FAMILIES[family]
-    tokenizer = build_byte_tokenizer(style)
+    tokenizer = build_byte_tokenizer(tokenizer_style or style)
     config = random_config(family, len(tokenizer), tokenizer.mask_token_id, tokenizer.eos_token_id, **sizes)
     model = adapter(config)
     init_weights(model, seed, std)

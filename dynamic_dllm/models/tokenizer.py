@@ -35,17 +35,29 @@ QWEN_CHAT_TEMPLATE = (
 )
 
 
+#: DiffuCoder's (Dream-architecture coder) special tokens: Dream's ``<|mask|>`` and the ``<|dlm_pad|>``
+#: its tokenizer pads with (and the model writes after its answer)
+DREAM_MASK, DLM_PAD = "<|mask|>", "<|dlm_pad|>"
+DIFFUCODER_SPECIAL_TOKENS = (QWEN_EOS, IM_START, IM_END, DREAM_MASK, DLM_PAD)
+
+
 def build_byte_tokenizer(style: str = "llada") -> PreTrainedTokenizerFast:
     """Byte-level tokenizer: ids 0..255 are bytes, then the family's special tokens in order —
     :data:`SPECIAL_TOKENS` and LLaDA's chat template (``style="llada"``, also used for Dream's test
-    checkpoints), or :data:`QWEN_SPECIAL_TOKENS` and ChatML (``style="qwen"``, SDAR)."""
+    checkpoints), :data:`QWEN_SPECIAL_TOKENS` and ChatML (``style="qwen"``, SDAR, Fast-dLLM v2), or
+    :data:`DIFFUCODER_SPECIAL_TOKENS`, ChatML and pad ``<|dlm_pad|>`` (``style="diffucoder"``)."""
+    if style == "diffucoder":
+        tok = _byte_level(DIFFUCODER_SPECIAL_TOKENS)
+        return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=QWEN_EOS, pad_token=DLM_PAD, mask_token=DREAM_MASK,
+                                       additional_special_tokens=[IM_START, IM_END], chat_template=QWEN_CHAT_TEMPLATE,
+                                       padding_side="left")
     if style == "qwen":
         tok = _byte_level(QWEN_SPECIAL_TOKENS)
         return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=QWEN_EOS, pad_token=QWEN_EOS, mask_token=QWEN_MASK,
                                        additional_special_tokens=[IM_START, IM_END], chat_template=QWEN_CHAT_TEMPLATE,
                                        padding_side="left")
     if style != "llada":
-        raise ValueError(f"unknown tokenizer style {style!r}; known: llada, qwen")
+        raise ValueError(f"unknown tokenizer style {style!r}; known: llada, qwen, diffucoder")
     tok = _byte_level(SPECIAL_TOKENS)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
