@@ -113,6 +113,7 @@ def test_server_batches_block_causal_requests_only_with_equal_prompt_lengths(sda
     pytest.importorskip("starlette")
     from dynamic_dllm.serve.protocol import parse_request
 
-    defaults = {"cache": "block-kv", "unmask": "sdar", "block_length": 4, "max_tokens": 8}
-    key = lambda prompt: parse_request({"prompt": prompt}, "completion", sdar, "sdar", defaults).key  # noqa: E731
-    assert key("abcd") == key("wxyz") != key("abcde")
+    defaults = {"cache": "auto", "unmask": "sdar", "block_length": 4, "max_tokens": 8}
+    job = lambda prompt: parse_request({"prompt": prompt}, "completion", sdar, "sdar", defaults)  # noqa: E731
+    assert job("abcd").key == job("wxyz").key != job("abcde").key
+    assert job("abcd").cache == "block-kv"  # 'auto' (the server's default) is the model's exact cache

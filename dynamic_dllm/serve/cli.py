@@ -15,15 +15,17 @@ def cmd_serve(args) -> int:
     from ..api import DEFAULT_MODEL, load_model
     from ..core.registry import get_registry
 
-    registry = get_registry()  # the default specs must resolve before the model loads
-    registry.make_cache_policies(args.cache)
+    registry = get_registry()  # the default specs must resolve before the model loads ('auto': the model's own)
+    if args.cache != "auto":
+        registry.make_cache_policies(args.cache)
     registry.make_unmask_policy(args.unmask)
     lm = load_model(args.model, dtype=args.dtype, device=args.device)
     name = args.model or DEFAULT_MODEL
     defaults = {"cache": args.cache, "unmask": args.unmask, "block_length": args.block_length,
                 "max_tokens": args.max_tokens}
     app = create_app(lm, name, defaults, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, api_key=args.api_key)
-    print(f"serving {name} on http://{args.host}:{args.port}/v1 (cache {args.cache}, unmask {args.unmask}, "
+    cache = lm.model.default_cache if args.cache == "auto" else args.cache
+    print(f"serving {name} on http://{args.host}:{args.port}/v1 (cache {cache}, unmask {args.unmask}, "
           f"batches of up to {args.max_batch}, wait {args.max_wait_ms} ms)", file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
@@ -87,7 +89,8 @@ def add_parser(sub) -> None:
     add_model_options(s)
     s.add_argument("--host", default="127.0.0.1", help="interface to listen on (loopback by default)")
     s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--cache", default="none", help="default cache spec of requests that name none")
+    s.add_argument("--cache", default="auto", help="default cache spec of requests that name none ('auto': the "
+                                                 "model's exact one — block-kv for block-diffusion models, else none)")
     s.add_argument("--unmask", default="low-confidence", help="default unmask spec")
     s.add_argument("--block-length", type=positive_int, default=32, help="default block length")
     s.add_argument("--max-tokens", type=positive_int, default=128, help="default max_tokens")

@@ -151,6 +151,8 @@ def parse_request(body, kind: str, lm, model_name: str, defaults: dict) -> Job:
     cache, unmask = body.get("cache", defaults["cache"]), body.get("unmask", defaults["unmask"])
     if not isinstance(cache, str) or not isinstance(unmask, str):
         raise RequestError("cache and unmask must be policy spec strings (see GET /v1/models → policies)")
+    if cache == "auto":  # the model's own exact cache (block-kv for block-diffusion models, else none)
+        cache = lm.model.default_cache
     try:
         GenerationConfig(gen_length=gen_length, block_length=block_length, steps=steps, temperature=float(temperature),
                          seed=seed)
