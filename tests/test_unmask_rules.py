@@ -19,6 +19,9 @@ from dynamic_dllm.policies.compose import (
 from dynamic_dllm.policies.eb_sampler import EntropyBoundedSampler
 from dynamic_dllm.policies.factor import FactorDecoding
 from dynamic_dllm.policies.low_confidence import LowConfidence
+from dynamic_dllm.policies.fast_dllm_v2_sampler import FastDllmV2Sampler
+from dynamic_dllm.policies.llada21_sampler import LLaDA21Sampler
+from dynamic_dllm.policies.sdar_sampler import SdarSampler
 from dynamic_dllm.policies.threshold import ThresholdDecoding
 
 P = 2  # prompt length of the synthetic canvas
@@ -132,6 +135,8 @@ policies = st.one_of(
     st.builds(EntropyBoundedSampler, gamma=st.floats(0, 10)),
     st.builds(AdaptiveParallelDecoding, tau0=unit, alpha=st.floats(0, 1), beta=st.floats(0, 1), mode=st.sampled_from(APD_MODES)),
     st.builds(LowConfidence),
+    st.builds(SdarSampler, threshold=unit),
+    st.builds(FastDllmV2Sampler, threshold=unit, sub_block=st.sampled_from([None, 1])),
 )
 drives = st.builds(
     Drive, B=st.integers(1, 3), blocks=st.integers(1, 2), Lb=st.sampled_from([1, 3, 8]), steps_per_block=st.integers(1, 8),
@@ -404,3 +409,57 @@ def test_a_model_predicting_the_mask_token_still_finishes(policy, temperature):
     drive = Drive(B=2, blocks=2, Lb=4, steps_per_block=4, V=5, mask_id=3, temperature=temperature)
     steps = drive.run(policy, "onehot-mask")
     assert all(bool((s["tokens"] != 3).all()) for s in steps)
+
+
+# --- samplers with structure: sub-blocks (Fast-dLLM v2) and token editing (LLaDA2.1) -------------
+
+
+@given(drive=drives, kind=st.sampled_from(KINDS), threshold=unit)
+def test_fast_dllm_v2_commits_inside_the_first_sub_block_with_masks(drive, kind, threshold):
+    drive = attrs.evolve(drive, steps_per_block=min(drive.steps_per_block, drive.Lb), mask_id=min(drive.mask_id, drive.V))
+    policy = FastDllmV2Sampler(threshold=threshold)
+    width = min(8, drive.Lb)
+    for s in drive.run(policy, kind):
+        for b in range(drive.B):
+            masked, chosen = s["masked"][b], s["chosen"][b]
+            if not bool(masked.any()):
+                continue
+            sub = int(masked.nonzero()[0]) // width
+            inside = (torch.arange(drive.Lb) // width) == sub
+            assert not bool((chosen & ~inside).any()) and bool(chosen.any())
+
+
+@given(B=st.integers(1, 3), Lb=st.sampled_from([2, 5, 8]), V=st.sampled_from([5, 17]), seed=st.integers(0, 2**16),
+       threshold=unit, editing=unit, post=st.integers(0, 4), kind=st.sampled_from(KINDS[:-2]))
+def test_llada21_edits_only_decoded_tokens_and_ends_its_block_in_time(B, Lb, V, seed, threshold, editing, post, kind):
+    """Per step: masks committed only at masks (at least one per row that has some), edits only at
+    decoded response positions (never masks, never the prompt's tail in the block), each edit
+    changes its token; the block ends within Lb + max_post_steps + 1 steps."""
+    mask_id, prompt_tail = V, 1  # the block's first position holds the prompt's last token
+    policy = LLaDA21Sampler(threshold=threshold, editing_threshold=editing, max_post_steps=post)
+    L = P + Lb - prompt_tail
+    config = dd.GenerationConfig(gen_length=Lb - prompt_tail, block_length=Lb - prompt_tail)
+    policy.start(dd.RunInfo(config=config, batch_size=B, prompt_length=P, length=L, n_layers=1, d_model=8,
+                            mask_id=mask_id, eos_id=0, logit_shift=0, device=torch.device("cpu"),
+                            valid=torch.ones(B, L, dtype=torch.bool), block_causal=True))
+    data, sampler = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1)
+    x = torch.zeros(B, L, dtype=torch.long)
+    x[:, P:] = mask_id
+    bs, be = P - prompt_tail, L
+    for step in range(Lb + post + 2):
+        state = dd.StepState(x=x.clone(), masked=x == mask_id, valid=torch.ones(B, L, dtype=torch.bool),
+                             positions=torch.arange(L).expand(B, L), last_committed=torch.zeros(B, L, dtype=torch.bool),
+                             prompt_length=P, block=0, block_start=bs, block_end=be, step=step, step_in_block=step,
+                             config=config, n_layers=1, mask_id=mask_id, eos_id=0, logit_shift=0, generator=sampler)
+        commit = policy.commit(state, synthetic_logits(kind, B, Lb, V + 1, mask_id, data))
+        masked, block = state.block_masked, x[:, bs:be]
+        assert not bool((commit.positions & ~masked).any())
+        assert bool((commit.positions.sum(1)[masked.any(1)] >= 1).all())
+        assert not bool((commit.edits & (masked | (torch.arange(bs, be) < P))).any())
+        assert bool((commit.tokens[commit.edits] != block[commit.edits]).all())
+        x[:, bs:be] = torch.where(commit.positions | commit.edits, commit.tokens, block)
+        if commit.end_block:
+            assert not bool((x == mask_id).any()) and not commit.continue_block
+            return
+        assert commit.continue_block
+    raise AssertionError(f"the block did not end within {Lb + post + 2} steps")
