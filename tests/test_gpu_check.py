@@ -33,3 +33,18 @@ def test_bad_arguments_are_one_line_errors():
         gpu_check.main(["--device", "cuda:7", "--small"])
     with pytest.raises(SystemExit, match="unknown preset"):
         gpu_check.main(["--device", "cpu", "--small", "--presets", "warp-speed"])
+
+
+@pytest.mark.parametrize("family, presets", [
+    ("llada-moe", {"baseline", "fast-dllm", "dynamic-dllm", "fast-dllm-parallel", "dynamic-dllm-parallel"}),
+    ("sdar", {"baseline", "block-kv", "block-kv-parallel"}),
+    ("fast-dllm-v2", {"baseline", "block-kv", "block-kv-parallel"}),
+    ("llada2", {"baseline", "block-kv", "block-kv-parallel"}),
+])
+def test_every_family_runs_its_presets(capsys, family, presets):
+    gpu_check = _load()
+    assert gpu_check.main(["--device", "cpu", "--small", "--family", family, "--prompt-len", "12", "--gen-length", "16",
+                           "--block-length", "8", "--modes", "eager"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert family in lines[0]
+    assert {line.split()[0] for line in lines[2:]} == presets
