@@ -157,15 +157,62 @@ def test_editing_batch_equals_single_runs(variants):
     assert batch.stats.edited_tokens == sum(s.stats.edited_tokens for s in singles) > 0
 
 
-def test_edits_of_masks_or_prompt_are_refused(variants):
-    """The commit contract: edits rewrite decoded response tokens only."""
-    class EditsThePrompt(dd.UnmaskPolicy):
-        def commit(self, state, logits):
-            tokens = logits.argmax(-1)
-            edits = torch.zeros_like(state.block_masked)
-            edits[:, 0] = True  # the first block holds the prompt's tail
-            return dd.Commit(positions=state.block_masked, tokens=tokens, edits=edits)
+class Edits(dd.UnmaskPolicy):
+    """Commits like ``low-confidence`` one token per step and edits ``where(state)`` to ``token(state)``."""
 
-    with pytest.raises(RuntimeError, match="edited masked or prompt positions"):
-        dd.generate(variants["dense-then-moe"], torch.tensor([RECORD["prompt"]]), unmask=EditsThePrompt(),
+    def __init__(self, where, token):
+        self.where, self.token = where, token
+
+    def commit(self, state, logits):
+        masked = state.block_masked
+        tokens = torch.where(masked, logits.argmax(-1), state.x[:, state.block_start:state.block_end])
+        first = masked & (masked.cumsum(1) == 1)
+        edits = self.where(state)
+        tokens = torch.where(edits, self.token(state), tokens)
+        return dd.Commit(positions=first, tokens=tokens, edits=edits)
+
+
+@pytest.mark.parametrize("where, token", [
+    (lambda s: torch.arange(s.block_start, s.block_end)[None] < s.prompt_length, lambda s: 1),  # the prompt's tail
+    (lambda s: s.block_masked, lambda s: 1),                                                      # a mask
+    (lambda s: ~s.block_masked & (s.step_in_block > 0), lambda s: s.mask_id),                    # writes [MASK]
+])
+def test_bad_edits_are_refused(variants, where, token):
+    """The commit contract: edits rewrite decoded tokens of the current block only, never into a mask."""
+    with pytest.raises(RuntimeError, match="edited masked, prompt or earlier-block positions, or wrote the mask token"):
+        dd.generate(variants["dense-then-moe"], torch.tensor([RECORD["prompt"]]), unmask=Edits(where, token),
                     gen_length=GEN, block_length=BLOCK)
+
+
+def test_edits_of_earlier_blocks_are_refused(variants):
+    """A commit covering the whole response may still edit its current block only: earlier blocks are
+    final (streamed, and kept as they are by block-kv)."""
+    class EditsFirstBlock(dd.UnmaskPolicy):
+        logits_rows = "response"
+
+        def commit(self, state, logits):
+            P, bs = state.prompt_length, state.block_start
+            masked = state.masked[:, P:state.block_end]
+            tokens = torch.where(masked, logits[:, :masked.shape[1]].argmax(-1), (state.x[:, P:state.block_end] + 1) % 250)
+            first = masked & (masked.cumsum(1) == 1)
+            edits = torch.zeros_like(masked)
+            if bs > P:
+                edits[:, 0] = True  # the first response token, in an earlier block
+            return dd.Commit(positions=first, tokens=tokens, edits=edits)
+
+    with pytest.raises(RuntimeError, match="earlier-block positions"):
+        dd.generate(variants["dense-then-moe"], torch.tensor([RECORD["prompt"]]), unmask=EditsFirstBlock(),
+                    gen_length=GEN, block_length=BLOCK)
+
+
+def test_rows_still_refining_do_not_wait(variants, monkeypatch):
+    """A row in its mask-free refinement steps is busy, not waiting: its caches are not frozen and
+    restored around each step (only rows done with the block are)."""
+    from dynamic_dllm.core.executor import PartialLayerExecutor
+
+    frozen = []
+    original = PartialLayerExecutor.freeze
+    monkeypatch.setattr(PartialLayerExecutor, "freeze", lambda self, rows: frozen.append(tuple(rows)) or original(self, rows))
+    out = dd.generate(variants["dense-then-moe"], torch.tensor([RECORD["prompt"]]), cache="block-kv",
+                      unmask="llada21:threshold=0.3,editing_threshold=0.2,max_post_steps=4", gen_length=GEN, block_length=BLOCK)
+    assert out.stats.edited_tokens > 0 and len(frozen) == out.stats.nfe and not any(frozen)

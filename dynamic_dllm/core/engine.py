@@ -199,22 +199,30 @@ def denoise(model: DecoderModel, input_ids: torch.Tensor, config: GenerationConf
                 raise RuntimeError(f"unmask policy {unmask_name} committed {chosen.shape[1]} columns; a Commit covers "
                                    f"the block ({Lb}) or the response up to the block's end ({be - P})")
             edits = _edits(commit, chosen, unmask_name)
-            changed = chosen if edits is None else chosen | edits
             x_before = x[:, cs:be]
+            if edits is not None:  # an edit that rewrites a token with itself changes nothing
+                edits = edits & (commit.tokens != x_before)
+            changed = chosen if edits is None else chosen | edits
             x = x.slice_scatter(torch.where(changed, commit.tokens.to(x.dtype), x_before), 1, cs, be)
             committed = last_committed.new_zeros(B, L).slice_scatter(changed, 1, cs, be)
             counts = [chosen.sum(), (chosen & state.masked[:, cs:be]).sum(), (chosen & (commit.tokens != mask_id)).sum()]
-            if edits is not None:  # edits may rewrite decoded response tokens only: not masks, not the prompt
-                decoded = ~state.masked[:, cs:be] & (torch.arange(cs, be, device=device) >= P)
-                counts += [(edits & ~decoded).sum(), (edits & (commit.tokens != x_before)).sum()]
-            n, n_masked_chosen, n_unmasked, *rest = torch.cat([torch.stack(counts), (x[:, bs:be] == mask_id).sum(1)]).tolist()
-            (bad_edits, n_edited), left = (rest[:2], rest[2:]) if edits is not None else ((0, 0), rest)
-            n_left, waiting = sum(left), tuple(b for b, m in enumerate(left) if m == 0)
+            if edits is not None:  # edits rewrite decoded response tokens of this block only, never into a mask
+                decoded = ~state.masked[:, cs:be] & (torch.arange(cs, be, device=device) >= max(P, bs))
+                counts += [(edits & (~decoded | (commit.tokens == mask_id))).sum(), edits.sum()]
+            busy = [] if commit.busy is None else [commit.busy.long()]
+            n, n_masked_chosen, n_unmasked, *rest = torch.cat(
+                [torch.stack(counts), (x[:, bs:be] == mask_id).sum(1), *busy]).tolist()
+            (bad_edits, n_edited), rest = (rest[:2], rest[2:]) if edits is not None else ((0, 0), rest)
+            left, busy = rest[:B], rest[B:] or [0] * B
+            n_left = sum(left)
+            # rows without masks wait for the others (their caches restored after each step), unless
+            # the policy still works on them (an editing sampler's refinement steps)
+            waiting = tuple(b for b, m in enumerate(left) if m == 0 and not busy[b])
             if n != n_masked_chosen:
                 raise RuntimeError(f"unmask policy {unmask_name} committed positions that are not masked")
             if bad_edits:
-                raise RuntimeError(f"unmask policy {unmask_name} edited masked or prompt positions; edits rewrite decoded"
-                                   " response tokens only")
+                raise RuntimeError(f"unmask policy {unmask_name} edited masked, prompt or earlier-block positions, or wrote the"
+                                   " mask token; edits rewrite decoded tokens of the current block only")
             edited += n_edited
             for p in cache_policies:
                 clock(p.step_end, state, committed)

@@ -8,7 +8,7 @@ Sparse MoE over E experts, top k, for rows ``x`` ``[N, d]`` (OLMoE / LLaDA-MoE r
     p      = p + b                                 # only with an expert bias (added to the weights too)
     w, e   = topk(p, k)                            # per row: weights and expert ids
     w      = w / Σ w                               # only with ``normalise``
-    out_n  = Σ_j  cast(w_nj) · Expert_{e_nj}(x_n)  # + Shared(x_n) when the layer has a shared expert
+    out_n  = Σ_j  cast(w_nj) · Expert_{e_nj}(x_n)  # over the k slots in order; + Shared(x_n) if any
 
 The group-limited sigmoid router (:class:`GroupLimitedMoE`, LLaDA2 / DeepSeek-V3 style)::
 
@@ -19,8 +19,9 @@ The group-limited sigmoid router (:class:`GroupLimitedMoE`, LLaDA2 / DeepSeek-V3
     out_n  = cast(Σ_j w_nj · fp32(Expert_{e_nj}(x_n))) + Shared(x_n)
 
 No capacity limit: every row reaches its k experts. Rows are dispatched sorted by expert, each
-expert runs once on its contiguous slice; the only host read is the per-expert row count (one
-``tolist`` per MoE layer call — the slice bounds). A row's output depends only on that row, so the
+expert runs once on its contiguous slice, and the outputs go back to (row, slot) order to be
+summed over the slots — no atomic adds, so a GPU gives the same result every run. The only host
+read is the per-expert row count (one ``tolist`` per MoE layer call — the slice bounds). A row's output depends only on that row, so the
 partial-layer executor can route just the rows it recomputes.
 """
 
@@ -79,22 +80,21 @@ class SparseMoE(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x = x.reshape(-1, shape[-1])
-        out = torch.zeros_like(x)
         if x.shape[0] == 0:
-            return out.view(shape)
+            return torch.zeros(shape, dtype=x.dtype, device=x.device)
         weights, experts = self.route(x)
         flat = experts.view(-1)
         order = flat.argsort(stable=True)            # (row, slot) pairs grouped by expert
-        rows = order // self.top_k
-        counts = torch.bincount(flat, minlength=self.n_experts).tolist()  # the one host read
-        xs = x.index_select(0, rows)
+        counts = torch.zeros(self.n_experts, dtype=torch.long, device=x.device).scatter_add_(0, flat, torch.ones_like(flat))
+        xs = x.index_select(0, order // self.top_k)
         outs, start = [], 0
-        for expert, n in zip(self.experts, counts):
+        for expert, n in zip(self.experts, counts.tolist()):  # the one host read: the slices' bounds
             if n:
                 outs.append(expert(xs[start:start + n]))
                 start += n
-        y = torch.cat(outs).to(weights.dtype) * weights.view(-1).index_select(0, order)[:, None]
-        out = out.to(weights.dtype).index_add_(0, rows, y).to(x.dtype)
+        # back to (row, slot) order, then Σ over each row's k slots: deterministic (no atomic adds)
+        y = torch.empty_like(xs).index_copy_(0, order, torch.cat(outs))
+        out = (y.to(weights.dtype) * weights.reshape(-1, 1)).view(-1, self.top_k, shape[-1]).sum(1).to(x.dtype)
         shared = getattr(self, "shared_experts", None)
         return (out if shared is None else out + shared(x)).view(shape)
 

@@ -117,7 +117,8 @@ class StepState:
     Shapes: B = batch, L = prompt_length + gen_length. ``x`` holds the canvas *before* this step's
     commits; ``masked`` is ``x == mask_id``; ``valid`` is False on left padding; ``positions`` are
     the RoPE positions (left padding shifts them so a padded row equals its unpadded run).
-    ``last_committed`` marks positions committed by the previous step (all False at the first step).
+    ``last_committed`` marks positions committed (or edited to another token) by the previous step
+    (all False at the first step).
     ``logit_shift`` is 1 for AR-initialised models (Dream: position i is predicted from hidden i-1).
     """
 
@@ -170,16 +171,20 @@ class Commit:
     samplers' behaviour when their argmax is ``[MASK]``). ``end_block``: the block ends after this
     step even if masks remain (a fixed schedule that has run its steps, as LLaDA's loop); by default
     a block ends when it has no masks left. ``edits`` (optional, the shape of ``positions``): already
-    decoded response positions to overwrite with ``tokens`` (token editing, LLaDA2.1) — never masks,
-    never the prompt. ``continue_block``: the block goes on although it has no masks left (an editing
-    sampler's refinement steps); the policy ends it with ``end_block``, within its class attribute
-    ``extra_steps_per_block`` more steps than a block allows otherwise."""
+    decoded response positions *of the current block* to overwrite with ``tokens`` (token editing,
+    LLaDA2.1) — never masks, never the prompt, never the mask token; an edit to the same token is
+    none. ``continue_block``: the block goes on although it has no masks left (an editing sampler's
+    refinement steps); the policy ends it with ``end_block``, within ``extra_steps_per_block`` (a class
+    attribute or property of the policy) more steps than a block allows otherwise. ``busy`` (optional
+    bool ``[B]``): rows the policy still works on although they have no masks — they do not wait for
+    the others (the engine restores a waiting row's caches after each step)."""
 
     positions: torch.Tensor
     tokens: torch.Tensor
     end_block: bool = attrs.field(default=False, validator=boolean)
     edits: Optional[torch.Tensor] = None
     continue_block: bool = attrs.field(default=False, validator=boolean)
+    busy: Optional[torch.Tensor] = None
 
 
 @attrs.frozen

@@ -12,7 +12,8 @@ with ``n = num_to_transfer``. A block goes on after its masks are gone — refin
 edit — and a row's block ends after a step that began without masks and edited nothing, or when one
 more mask-free step would exceed ``max_post_steps`` (the reference's counter of steps begun without
 masks). A batch row whose block ended (or that waits with no masks from the block's start: it
-stopped at EOS) commits nothing more; the block ends when every row's has. One host read per step
+stopped at EOS) commits nothing more and waits for the others (the commit's ``busy`` marks the rows
+still refining, which do not wait); the block ends when every row's has. One host read per step
 (whether every row is done). Ties among equal confidences go to the lower position.
 """
 
@@ -71,4 +72,5 @@ class LLaDA21Sampler(UnmaskPolicy):
         ends = live & ((~active & ~edits.any(1)) | ((left_after == 0) & (post + 1 > self.max_post_steps)))
         self._post, self._done = post, self._done | ends
         finished = bool(self._done.all())
-        return Commit(positions=positions, tokens=tokens, edits=edits, end_block=finished, continue_block=not finished)
+        return Commit(positions=positions, tokens=tokens, edits=edits, end_block=finished, continue_block=not finished,
+                      busy=~self._done)
