@@ -37,3 +37,13 @@ def test_tied_gqa_variant_generates_with_every_kind_of_policy(tmp_path):
         assert out.tokens.shape == (1, 16) and not bool((out.tokens == lm.model.mask_id).any())
         if cache.startswith("dcu:budget=1000"):  # a budget covering every row equals no cache
             assert torch.equal(out.tokens, base.tokens)
+
+
+def test_tied_gqa_variant_reproduces_llada_generate(tmp_path):
+    """The iLLaDA-style variant under LLaDA's sampler (written out in tests/test_reference_samplers.py)."""
+    from test_reference_samplers import llada_reference
+
+    lm = dd.load_model(str(build_random_checkpoint("llada", tmp_path / "t", **RECORD["variants_args"]["gqa-tied"])))
+    prompt = torch.tensor([[72, 101, 108, 108, 111, 32], [87, 111, 114, 108, 100, 33]])
+    out = dd.generate(lm, prompt, cache="none", unmask="low-confidence", gen_length=16, block_length=8, steps=16)
+    assert torch.equal(out.tokens, llada_reference(lm.model, prompt, 16, 16, 8))
