@@ -91,3 +91,17 @@ def test_bad_folders_give_clear_errors(tmp_path, llada_dir):
     (broken / "config.json").write_text((llada_dir / "config.json").read_text())
     with pytest.raises(ValueError, match="no model.safetensors"):
         load_checkpoint(broken)
+
+
+def test_mask_id_from_the_tokenizer_when_config_names_none(tmp_path, llada_dir):
+    """A config.json without mask_token_id (iLLaDA-style): the tokenizer's mask token decides, not
+    LLaDA-8B's default 126336 (which lies outside this vocabulary)."""
+    import shutil
+
+    folder = tmp_path / "no-mask-id"
+    shutil.copytree(llada_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.pop("mask_token_id")
+    (folder / "config.json").write_text(json.dumps(config))
+    lm = load_checkpoint(folder)
+    assert lm.model.mask_id == lm.tokenizer.mask_token_id == load_checkpoint(llada_dir).model.mask_id != 126336

@@ -3,8 +3,9 @@
 A folder holds ``config.json`` (the family's own field names and ``model_type``), weights as a
 single ``model.safetensors`` or shards ``model-0000k-of-0000n.safetensors`` with
 ``model.safetensors.index.json``, and a tokenizer loadable by ``AutoTokenizer``. The adapter class
-is chosen by ``model_type`` through the model registry (``register_models`` hook); mask/EOS/pad ids
-come from the folder, never from constants.
+is chosen by ``architectures`` (else ``model_type``) through the model registry (``register_models``
+hook); mask/EOS/pad ids come from the folder (the mask id from config.json, else from the tokenizer's
+mask token; the family's default only when neither names one).
 """
 
 from __future__ import annotations
@@ -82,6 +83,12 @@ def load_checkpoint(folder, dtype: torch.dtype = torch.float32, device: str = "c
 
     folder = Path(folder)
     config = read_config(folder)
+    tokenizer = None
+    has_tokenizer = any((folder / name).is_file() for name in TOKENIZER_FILES)
+    if config.get("mask_token_id") is None and has_tokenizer:  # the tokenizer's mask token, not the family default
+        tokenizer = _reading(folder / "tokenizer.json", lambda: _load_tokenizer(AutoTokenizer, folder))
+        if getattr(tokenizer, "mask_token_id", None) is not None:
+            config = {**config, "mask_token_id": tokenizer.mask_token_id}
     try:
         model_cls = get_registry().model_class_for(config)
     except ValueError as exc:
@@ -106,10 +113,11 @@ def load_checkpoint(folder, dtype: torch.dtype = torch.float32, device: str = "c
             raise ValueError(f"{folder}: weight {key} holds NaN or infinite values")
     model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, assign=True)
     model.to(device).eval().requires_grad_(False)
-    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+    if not has_tokenizer:
         raise ValueError(f"{folder}: no tokenizer — none of {', '.join(TOKENIZER_FILES)} is in the folder"
                          " (copy the checkpoint's tokenizer files next to config.json)")
-    tokenizer = _reading(folder / "tokenizer.json", lambda: _load_tokenizer(AutoTokenizer, folder))
+    if tokenizer is None:
+        tokenizer = _reading(folder / "tokenizer.json", lambda: _load_tokenizer(AutoTokenizer, folder))
     tokenizer.padding_side = "left"
     _check_special_ids(model, tokenizer, folder)
     return LoadedModel(model=model, tokenizer=tokenizer, path=folder)
