@@ -82,7 +82,8 @@ def cmd_generate(args) -> int:
         })
     else:
         print(result.text)
-        print(f"[nfe {s.nfe} | {s.tokens_per_second:.1f} tok/s | {s.mean_tokens_per_step:.2f} tok/step |"
+        edited = f" | {s.edited_tokens} edited" if s.edited_tokens else ""
+        print(f"[nfe {s.nfe} | {s.tokens_per_second:.1f} tok/s | {s.mean_tokens_per_step:.2f} tok/step{edited} |"
               f" recompute {s.recompute_fraction:.3f} | {s.wall_time:.2f} s]", file=sys.stderr)
     return 0
 
