@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
+import attrs
 import torch
 
 from .core.engine import denoise
@@ -61,16 +62,24 @@ def encode_prompts(tokenizer, prompts: Union[str, Sequence[str]], chat: bool = T
     return enc["input_ids"], enc["attention_mask"]
 
 
+def default_block_length(model) -> int:
+    """The block length a generation uses when the caller names none: a block-diffusion model's
+    trained ``block_size``, else :class:`GenerationConfig`'s default (32)."""
+    return model.block_size if model.block_causal else attrs.fields(GenerationConfig).block_length.default
+
+
 def generate(lm: Union[LoadedModel, str, None], prompts: Union[str, Sequence[str], torch.Tensor], *, cache="auto",
              unmask="low-confidence", config: Optional[GenerationConfig] = None, attention_mask: Optional[torch.Tensor] = None,
              chat: bool = True, progress=None, on_block=None, **config_fields) -> GenerationResult:
     """Generate for text prompts (or a ``[B, P]`` id tensor). ``cache`` is a cache spec string
     (``"dcu:budget=32+window"``) or policy instances — ``"auto"`` (the default) is the model's own
     exact cache (``DecoderModel.default_cache``: ``none`` for LLaDA and Dream, ``block-kv`` for
-    block-diffusion models); ``unmask`` a spec string or an instance.
+    block-diffusion models); ``unmask`` a spec string or an instance. Without a ``block_length``
+    (or ``config``), a block-diffusion model decodes in its trained ``block_size``.
     Everything after ``prompts`` is keyword-only. Every input is validated before the model runs."""
-    if config is None:
-        config = GenerationConfig(**config_fields)
+    block_given = config is not None or "block_length" in config_fields
+    if config is None:  # without a block length: every other field checked now, the block length once the model is known
+        config = GenerationConfig(**config_fields, **({} if block_given else {"block_length": config_fields.get("gen_length", 128)}))
     elif not isinstance(config, GenerationConfig):
         raise ValueError(f"config must be a GenerationConfig, got {type(config).__name__}"
                          + (" (pass its fields as keywords: generate(lm, prompts, gen_length=64, ...))" if isinstance(config, dict) else ""))
@@ -90,6 +99,8 @@ def generate(lm: Union[LoadedModel, str, None], prompts: Union[str, Sequence[str
         lm = load_model(lm, dtype=config.dtype, device=config.device)
     if auto_cache:
         cache_policies = registry.make_cache_policies(lm.model.default_cache)
+    if not block_given:
+        config = GenerationConfig(**config_fields, block_length=default_block_length(lm.model))
     if isinstance(prompts, torch.Tensor):
         input_ids = prompts
     else:

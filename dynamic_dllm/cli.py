@@ -49,12 +49,14 @@ def _print_json(obj) -> None:
 
 
 def cmd_generate(args) -> int:
-    from .api import generate, load_model
+    from .api import default_block_length, generate, load_model
     from .core.types import GenerationConfig
 
-    config = GenerationConfig(gen_length=args.gen_length, block_length=args.block_length, steps=args.steps,
-                              temperature=args.temperature, seed=args.seed, cfg_scale=args.cfg_scale,
-                              stop_at_eos=args.stop_at_eos, dtype=args.dtype, device=args.device, compile=args.compile)
+    fields = dict(gen_length=args.gen_length, steps=args.steps, temperature=args.temperature, seed=args.seed,
+                  cfg_scale=args.cfg_scale, stop_at_eos=args.stop_at_eos, dtype=args.dtype, device=args.device,
+                  compile=args.compile)
+    # without --block-length every other field is checked now, the block length once the model is known
+    config = GenerationConfig(**fields, block_length=args.gen_length if args.block_length is None else args.block_length)
     from .core.registry import get_registry
 
     registry = get_registry()  # resolve the policy specs before loading anything heavy
@@ -66,6 +68,8 @@ def cmd_generate(args) -> int:
         if not prompt.strip():
             raise ValueError("the prompt read from stdin is empty")
     lm = load_model(args.model, dtype=config.dtype, device=config.device)
+    if args.block_length is None:
+        config = GenerationConfig(**fields, block_length=default_block_length(lm.model))
     if args.progress:
         from tqdm import tqdm
 
@@ -151,7 +155,8 @@ def add_parser(sub) -> None:
                    "model's exact default (none; block-kv for block-diffusion models such as SDAR)")
     g.add_argument("--unmask", default="low-confidence", help="unmask spec, e.g. apd or threshold:threshold=0.9")
     g.add_argument("--gen-length", type=int, default=128, help="tokens to generate")
-    g.add_argument("--block-length", type=int, default=32, help="tokens per semi-autoregressive block")
+    g.add_argument("--block-length", type=int, default=None, help="tokens per semi-autoregressive block (default: 32;"
+                   " a block-diffusion model's trained block size)")
     g.add_argument("--steps", type=int, default=None, help="denoising steps in all (default: --gen-length, one token per step)")
     g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     g.add_argument("--cfg-scale", type=float, default=0.0, help="classifier-free guidance scale (0 = off)")

@@ -117,3 +117,12 @@ def test_server_batches_block_causal_requests_only_with_equal_prompt_lengths(sda
     job = lambda prompt: parse_request({"prompt": prompt}, "completion", sdar, "sdar", defaults)  # noqa: E731
     assert job("abcd").key == job("wxyz").key != job("abcde").key
     assert job("abcd").cache == "block-kv"  # 'auto' (the server's default) is the model's exact cache
+
+
+def test_block_length_defaults_to_the_trained_block_size(sdar):
+    """No block_length given: a block-diffusion model decodes in its block_size (4), not the usual 32."""
+    ids = torch.tensor([RECORD["prompt"]])
+    default = dd.generate(sdar, ids, unmask="sdar", gen_length=16)
+    assert torch.equal(default.tokens, dd.generate(sdar, ids, unmask="sdar", gen_length=16, block_length=4).tokens)
+    with pytest.raises(ValueError, match="trained with block_size=4"):
+        dd.generate(sdar, ids, gen_length=32, block_length=32)  # named explicitly: still refused

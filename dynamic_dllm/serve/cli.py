@@ -12,7 +12,7 @@ def cmd_serve(args) -> int:
         from .app import create_app
     except ImportError as exc:
         raise ValueError(f"serving needs the serve extra: pip install -e \".[serve]\" ({exc.name} is missing)") from None
-    from ..api import DEFAULT_MODEL, load_model
+    from ..api import DEFAULT_MODEL, default_block_length, load_model
     from ..core.registry import get_registry
 
     registry = get_registry()  # the default specs must resolve before the model loads ('auto': the model's own)
@@ -21,7 +21,8 @@ def cmd_serve(args) -> int:
     registry.make_unmask_policy(args.unmask)
     lm = load_model(args.model, dtype=args.dtype, device=args.device)
     name = args.model or DEFAULT_MODEL
-    defaults = {"cache": args.cache, "unmask": args.unmask, "block_length": args.block_length,
+    block_length = args.block_length or default_block_length(lm.model)
+    defaults = {"cache": args.cache, "unmask": args.unmask, "block_length": block_length,
                 "max_tokens": args.max_tokens}
     app = create_app(lm, name, defaults, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, api_key=args.api_key)
     cache = lm.model.default_cache if args.cache == "auto" else args.cache
@@ -71,7 +72,7 @@ def cmd_chat(args) -> int:
             _shown[0] = now
 
         generate(lm, ids, cache=cache, unmask=unmask, chat=False, on_block=on_block, gen_length=args.gen_length,
-                 block_length=args.block_length, steps=args.gen_length, stop_at_eos=True)
+                 steps=args.gen_length, stop_at_eos=True, **({} if args.block_length is None else {"block_length": args.block_length}))
         print()
         messages.append({"role": "assistant", "content": shown[0]})
     return 0
@@ -92,7 +93,8 @@ def add_parser(sub) -> None:
     s.add_argument("--cache", default="auto", help="default cache spec of requests that name none ('auto': the "
                                                  "model's exact one — block-kv for block-diffusion models, else none)")
     s.add_argument("--unmask", default="low-confidence", help="default unmask spec")
-    s.add_argument("--block-length", type=positive_int, default=32, help="default block length")
+    s.add_argument("--block-length", type=positive_int, default=None, help="default block length (32; a block-diffusion"
+                                                                            " model's trained block size)")
     s.add_argument("--max-tokens", type=positive_int, default=128, help="default max_tokens")
     s.add_argument("--max-batch", type=positive_int, default=8, help="requests decoded together at most")
     s.add_argument("--max-wait-ms", type=float, default=20.0, help="how long a request waits for batch mates")
@@ -105,6 +107,6 @@ def add_parser(sub) -> None:
     c.add_argument("--cache", default="dual", help="cache spec")
     c.add_argument("--unmask", default="low-confidence", help="unmask spec")
     c.add_argument("--gen-length", type=positive_int, default=128, help="tokens per answer at most")
-    c.add_argument("--block-length", type=positive_int, default=32)
+    c.add_argument("--block-length", type=positive_int, default=None, help="32; a block-diffusion model's trained block size")
     add_threads_option(c)
     c.set_defaults(func=cmd_chat)
