@@ -261,3 +261,14 @@ def test_data_parallel_lm_eval_run_equals_one_process_on_the_tiny_model(tmp_path
         results[name] = json.loads((tmp_path / f"{name}.json").read_text())
     assert results["dp"] == results["single"]
     assert len(results["single"]["resps"]) == 6 and results["single"]["exact_match"] >= 5 / 6
+
+
+def test_block_diffusion_model_decodes_in_its_block_size(tmp_path, llada_dir):
+    """block_length left out: 32 for LLaDA, the trained block size for a block-diffusion model, kept
+    even when a request asks for fewer tokens than a block."""
+    from dynamic_dllm.models.random_checkpoint import build_random_checkpoint
+
+    assert DynamicDllmLM(pretrained=str(llada_dir)).block_length == 32
+    folder = build_random_checkpoint("sdar", tmp_path / "sdar", n_layers=1, d_model=32, n_heads=2, block_size=8)
+    lm = DynamicDllmLM(pretrained=str(folder))
+    assert lm.block_length == 8 and lm._config(max_gen_toks=5, temperature=0.0).block_length == 8

@@ -13,7 +13,8 @@ or from the shell, where this module runs lm-eval's CLI with the model registere
 
 Model args: ``pretrained`` (folder or registered name), ``preset`` (a bench preset) or ``cache`` /
 ``unmask`` specs (write ``;`` for the ``,`` between a policy's parameters, since lm-eval splits
-model args on commas: ``cache=dcu:budget=16;score=input+window``), ``gen_length``, ``block_length``,
+model args on commas: ``cache=dcu:budget=16;score=input+window``), ``gen_length``, ``block_length`` (32;
+a block-diffusion model's trained block size),
 ``steps`` (per ``gen_length``; scaled to ``max_gen_toks``), ``batch_size``, ``temperature``,
 ``cfg_scale``, ``stop_at_eos``, ``mc_num`` / ``mc_batch_size`` (Monte-Carlo samples of
 ``loglikelihood``), ``check_greedy``, ``seed``, ``dtype``, ``device``.
@@ -142,7 +143,8 @@ class DynamicDllmLM(LM):
     """lm-eval model backed by :func:`dynamic_dllm.generate` with named policies."""
 
     def __init__(self, pretrained: Optional[str] = None, preset: Optional[str] = None, cache: str = "none",
-                 unmask: str = "low-confidence", gen_length: int = 256, block_length: int = 32, steps: Optional[int] = None,
+                 unmask: str = "low-confidence", gen_length: int = 256, block_length: Optional[int] = None,
+                 steps: Optional[int] = None,
                  batch_size=1, max_batch_size=None, temperature: float = 0.0, cfg_scale: float = 0.0,
                  stop_at_eos: bool = False, mc_num: int = 128, mc_batch_size: int = 32, check_greedy: bool = False,
                  seed: int = 0, dtype: str = "float32", device: Optional[str] = None, **unknown):
@@ -162,12 +164,13 @@ class DynamicDllmLM(LM):
             raise ValueError(f"unknown model args {sorted(unknown)}; known: pretrained, preset, cache, unmask, gen_length, "
                              "block_length, steps, batch_size, temperature, cfg_scale, stop_at_eos, mc_num, "
                              "mc_batch_size, check_greedy, seed, dtype, device")
-        gen_length, block_length = _int_arg("gen_length", gen_length, 1), _int_arg("block_length", block_length, 1)
+        gen_length = _int_arg("gen_length", gen_length, 1)
+        block_length = None if block_length is None else _int_arg("block_length", block_length, 1)
         mc_num, mc_batch_size = _int_arg("mc_num", mc_num, 1), _int_arg("mc_batch_size", mc_batch_size, 1)
         seed = _int_arg("seed", seed, 0)
         steps = None if steps is None else _int_arg("steps", steps, 1)
         stop_at_eos, check_greedy = _flag_arg("stop_at_eos", stop_at_eos), _flag_arg("check_greedy", check_greedy)
-        from ..api import load_model
+        from ..api import default_block_length, load_model
         from ..core.registry import get_registry
         from .bench import resolve_row
 
@@ -209,6 +212,8 @@ class DynamicDllmLM(LM):
         self._device = torch.device(device or "cpu")
         self.lm = load_model(pretrained, dtype=dtype, device=str(self._device))
         self.lm.model.eval()
+        if self.block_length is None:  # 32, or a block-diffusion model's trained block size
+            self.block_length = default_block_length(self.lm.model)
         self.tokenizer = self.lm.tokenizer
         self._name = str(pretrained)
 
@@ -270,7 +275,8 @@ class DynamicDllmLM(LM):
     def _config(self, max_gen_toks: int, temperature: float):
         from ..core.types import GenerationConfig
 
-        block = min(self.block_length, max_gen_toks)
+        # a block-diffusion model decodes in its own blocks; others may use one short block
+        block = self.block_length if self.lm.model.block_causal else min(self.block_length, max_gen_toks)
         blocks = -(-max_gen_toks // block)
         steps_per_block = max(1, round(self.steps_per_token * block))
         return GenerationConfig(gen_length=blocks * block, block_length=block, steps=blocks * steps_per_block,
