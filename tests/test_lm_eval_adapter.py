@@ -272,3 +272,22 @@ def test_block_diffusion_model_decodes_in_its_block_size(tmp_path, llada_dir):
     folder = build_random_checkpoint("sdar", tmp_path / "sdar", n_layers=1, d_model=32, n_heads=2, block_size=8)
     lm = DynamicDllmLM(pretrained=str(folder))
     assert lm.block_length == 8 and lm._config(max_gen_toks=5, temperature=0.0).block_length == 8
+
+
+def test_block_diffusion_batches_hold_one_prompt_length(tmp_path):
+    """Requests of different lengths for a block-diffusion model (which refuses left padding) are
+    batched by length, and each equals its single run."""
+    from types import SimpleNamespace
+
+    import dynamic_dllm as dd
+    from dynamic_dllm.models.random_checkpoint import build_random_checkpoint
+
+    folder = build_random_checkpoint("sdar", tmp_path / "sdar", n_layers=1, d_model=32, n_heads=2, block_size=4)
+    lm = DynamicDllmLM(pretrained=str(folder), cache="block-kv", batch_size=4)
+    contexts = ["ab", "abcdef", "xy", "hello"]
+    requests = [SimpleNamespace(args=(c, {"until": [], "max_gen_toks": 8})) for c in contexts]
+    got = lm.generate_until(requests, disable_tqdm=True)
+    for context, text in zip(contexts, got):
+        ids = torch.tensor([lm.tokenizer(context, add_special_tokens=False)["input_ids"]])
+        single = dd.generate(lm.lm, ids, cache="block-kv", gen_length=8)
+        assert text == lm.tokenizer.decode(single.tokens[0, :8].tolist(), skip_special_tokens=True)

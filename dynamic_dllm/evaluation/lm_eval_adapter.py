@@ -303,10 +303,15 @@ class DynamicDllmLM(LM):
         bar = tqdm(total=len(requests), desc="generate_until", disable=disable_tqdm or self._rank != 0)
         for (max_gen, temperature), items in groups.items():
             config = self._config(max_gen, temperature)
-            items.sort(key=lambda it: -len(it[1]))  # similar lengths together: less padding
-            for start in range(0, len(items), self.batch_size):
-                chunk = items[start:start + self.batch_size]
-                encoded = [self._encode(c) or self._prefix_ids() for _, c, _ in chunk]
+            items = [(i, c, u, self._encode(c) or self._prefix_ids()) for i, c, u in items]
+            items.sort(key=lambda it: -len(it[3]))  # similar lengths together: less padding
+            # a block-diffusion model refuses left padding (its blocks start at each row's position 0):
+            # its batches hold prompts of one length
+            buckets = ([[it for it in items if len(it[3]) == n] for n in sorted({len(it[3]) for it in items}, reverse=True)]
+                       if self.lm.model.block_causal else [items])
+            chunks = [b[k:k + self.batch_size] for b in buckets for k in range(0, len(b), self.batch_size)]
+            for chunk in chunks:
+                encoded = [e for *_, e in chunk]
                 width = max(len(e) for e in encoded)
                 ids = torch.full((len(chunk), width), pad, dtype=torch.long)
                 mask = torch.zeros(len(chunk), width, dtype=torch.long)
@@ -315,7 +320,7 @@ class DynamicDllmLM(LM):
                     mask[r, width - len(e):] = 1
                 out = generate(self.lm, ids, cache=self.cache, unmask=self.unmask, config=config, attention_mask=mask)
                 tokens = out.tokens[:, :max_gen].tolist()
-                for (i, context, until), toks in zip(chunk, tokens):
+                for (i, context, until, _), toks in zip(chunk, tokens):
                     text = self.tokenizer.decode(toks, skip_special_tokens=True)
                     for stop in until:
                         if stop:
