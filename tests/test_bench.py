@@ -204,3 +204,18 @@ def test_frontier_labels_of_coinciding_points_stack():
     pts = [(10.0, 100.0, "baseline"), (10.2, 100.0, "dkv-cache"), (10.1, 100.0, "dynamic-dllm"), (40.0, 60.0, "fast")]
     offsets = label_offsets(pts)
     assert len(set(offsets[:3])) == 3 and offsets[3] == 4  # three stacked labels, the distant one untouched
+
+
+def test_block_diffusion_model_runs_in_its_block_size(tmp_path):
+    """Without --block-length a block-diffusion model runs the tasks in its trained blocks (not the
+    task's Table-4 block length, which it would refuse)."""
+    import dynamic_dllm as dd
+    from dynamic_dllm.evaluation.bench import Row, run_bench
+    from dynamic_dllm.evaluation.tasks import TinySuite
+    from dynamic_dllm.models.random_checkpoint import build_random_checkpoint
+
+    lm = dd.load_model(str(build_random_checkpoint("sdar", tmp_path / "sdar", n_layers=1, d_model=32, n_heads=2, block_size=8)))
+    out = run_bench(lm, [TinySuite()], [Row("baseline", "none", "low-confidence"), Row("kv", "block-kv", "sdar")],
+                    limit=2, gen_length=16, warmup=False)
+    assert out["configs"]["tiny-suite"]["block_length"] == 8
+    assert {r["preset"] for r in out["records"]} == {"baseline", "kv"}

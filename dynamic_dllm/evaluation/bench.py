@@ -342,6 +342,8 @@ def run_bench(lm, tasks: Sequence[Task], rows: Sequence[Row], *, limit: Optional
     baseline = baseline or ("baseline" if "baseline" in names else names[0])
     if baseline not in names:
         raise ValueError(f"baseline {baseline!r} is not one of the rows {names}")
+    if lm.model.block_causal and config_overrides.get("block_length") is None:
+        config_overrides = {**config_overrides, "block_length": lm.model.block_size}  # its trained blocks, not Table 4's
     all_records, summary, configs, loaded = [], [], {}, []
     for task in tasks:  # every input error before any decoding
         config = task_config(task, **config_overrides)
