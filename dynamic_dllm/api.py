@@ -68,6 +68,18 @@ def default_block_length(model) -> int:
     return model.block_size if model.block_causal else attrs.fields(GenerationConfig).block_length.default
 
 
+def checked_fields(fields: dict) -> GenerationConfig:
+    """``GenerationConfig(**fields)`` checked before a model is known: without ``block_length`` a
+    one-block stand-in is used (the real one comes from :func:`config_for`)."""
+    return GenerationConfig(**{"block_length": fields.get("gen_length", attrs.fields(GenerationConfig).gen_length.default),
+                               **fields})
+
+
+def config_for(model, fields: dict) -> GenerationConfig:
+    """``GenerationConfig(**fields)`` for ``model``, ``block_length`` defaulting to :func:`default_block_length`."""
+    return GenerationConfig(**{"block_length": default_block_length(model), **fields})
+
+
 def generate(lm: Union[LoadedModel, str, None], prompts: Union[str, Sequence[str], torch.Tensor], *, cache="auto",
              unmask="low-confidence", config: Optional[GenerationConfig] = None, attention_mask: Optional[torch.Tensor] = None,
              chat: bool = True, progress=None, on_block=None, **config_fields) -> GenerationResult:
@@ -77,9 +89,9 @@ def generate(lm: Union[LoadedModel, str, None], prompts: Union[str, Sequence[str
     block-diffusion models); ``unmask`` a spec string or an instance. Without a ``block_length``
     (or ``config``), a block-diffusion model decodes in its trained ``block_size``.
     Everything after ``prompts`` is keyword-only. Every input is validated before the model runs."""
-    block_given = config is not None or "block_length" in config_fields
-    if config is None:  # without a block length: every other field checked now, the block length once the model is known
-        config = GenerationConfig(**config_fields, **({} if block_given else {"block_length": config_fields.get("gen_length", 128)}))
+    from_fields = config is None
+    if from_fields:  # every field checked now; a missing block length once the model is known
+        config = checked_fields(config_fields)
     elif not isinstance(config, GenerationConfig):
         raise ValueError(f"config must be a GenerationConfig, got {type(config).__name__}"
                          + (" (pass its fields as keywords: generate(lm, prompts, gen_length=64, ...))" if isinstance(config, dict) else ""))
@@ -99,8 +111,8 @@ def generate(lm: Union[LoadedModel, str, None], prompts: Union[str, Sequence[str
         lm = load_model(lm, dtype=config.dtype, device=config.device)
     if auto_cache:
         cache_policies = registry.make_cache_policies(lm.model.default_cache)
-    if not block_given:
-        config = GenerationConfig(**config_fields, block_length=default_block_length(lm.model))
+    if from_fields:
+        config = config_for(lm.model, config_fields)
     if isinstance(prompts, torch.Tensor):
         input_ids = prompts
     else:

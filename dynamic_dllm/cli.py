@@ -49,14 +49,12 @@ def _print_json(obj) -> None:
 
 
 def cmd_generate(args) -> int:
-    from .api import default_block_length, generate, load_model
-    from .core.types import GenerationConfig
+    from .api import checked_fields, config_for, generate, load_model
 
     fields = dict(gen_length=args.gen_length, steps=args.steps, temperature=args.temperature, seed=args.seed,
                   cfg_scale=args.cfg_scale, stop_at_eos=args.stop_at_eos, dtype=args.dtype, device=args.device,
-                  compile=args.compile)
-    # without --block-length every other field is checked now, the block length once the model is known
-    config = GenerationConfig(**fields, block_length=args.gen_length if args.block_length is None else args.block_length)
+                  compile=args.compile, **({} if args.block_length is None else {"block_length": args.block_length}))
+    config = checked_fields(fields)  # every field checked now; a missing block length once the model is known
     from .core.registry import get_registry
 
     registry = get_registry()  # resolve the policy specs before loading anything heavy
@@ -68,8 +66,7 @@ def cmd_generate(args) -> int:
         if not prompt.strip():
             raise ValueError("the prompt read from stdin is empty")
     lm = load_model(args.model, dtype=config.dtype, device=config.device)
-    if args.block_length is None:
-        config = GenerationConfig(**fields, block_length=default_block_length(lm.model))
+    config = config_for(lm.model, fields)
     if args.progress:
         from tqdm import tqdm
 

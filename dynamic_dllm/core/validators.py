@@ -77,6 +77,11 @@ def one_of(options: Iterable[str], note: str = ""):
     return check
 
 
+def with_defaults(defaults: dict, config: dict) -> dict:
+    """A checkpoint config over an adapter's defaults; a field set to null counts as absent."""
+    return {**defaults, **{k: v for k, v in config.items() if v is not None}}
+
+
 def check_config_fields(config: dict, positive: Iterable[str], numbers: Iterable[str] = (),
                         token_ids: Iterable[str] = (), vocab: Optional[int] = None) -> None:
     """A checkpoint config's fields: ``positive`` ones are integers ≥ 1 (None = absent, allowed),

@@ -14,8 +14,8 @@ from torch import nn
 
 from ..core.architecture import DecoderModel, LayerParts, RMSNorm
 from ..core.moe import SwiGLU
-from ..core.validators import check_config_fields
-from .hf_layout import HFDecoderLayout
+from ..core.validators import check_config_fields, with_defaults
+from .hf_layout import HFDecoderLayout, set_dimensions
 
 DREAM_CONFIG_DEFAULTS = {
     "hidden_size": 3584,
@@ -73,7 +73,7 @@ class DreamModel(HFDecoderLayout, DecoderModel):
 
     def __init__(self, config: dict):
         super().__init__()
-        c = {**DREAM_CONFIG_DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
+        c = with_defaults(DREAM_CONFIG_DEFAULTS, config)
         check_config_fields(c, positive=("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                                          "num_key_value_heads", "vocab_size", "max_position_embeddings"),
                             numbers=("rope_theta", "rms_norm_eps"), token_ids=("mask_token_id", "eos_token_id", "pad_token_id"),
@@ -81,24 +81,7 @@ class DreamModel(HFDecoderLayout, DecoderModel):
         self.sampling_defaults = diffusion_generate_defaults(config)
         if c.get("tie_word_embeddings", False):
             raise ValueError("tie_word_embeddings=true is not supported: Dream checkpoints have an untied lm_head")
-        self.config = c
-        self.d_model = c["hidden_size"]
-        self.n_layers = c["num_hidden_layers"]
-        self.n_heads = c["num_attention_heads"]
-        self.n_kv_heads = c["num_key_value_heads"] or self.n_heads
-        if self.d_model % self.n_heads or self.n_heads % self.n_kv_heads:
-            raise ValueError(
-                f"hidden_size={self.d_model} must divide by num_attention_heads={self.n_heads},"
-                f" and that by num_key_value_heads={self.n_kv_heads}"
-            )
-        self.head_dim = self.d_model // self.n_heads
-        self.d_ff = c["intermediate_size"]
-        self.vocab_size = c["vocab_size"]
-        self.rope_theta = float(c["rope_theta"])
-        self.max_length = c["max_position_embeddings"]
-        self.mask_id = c["mask_token_id"]
-        self.eos_id = c["eos_token_id"]
-        self.pad_id = c["pad_token_id"]
+        set_dimensions(self, c)
         eps = c["rms_norm_eps"]
         self.build_outer((DreamLayer(self.d_model, self.n_heads, self.n_kv_heads, self.d_ff, eps)
                           for _ in range(self.n_layers)), eps)

@@ -17,9 +17,9 @@ not in config.json: the tokenizer's ``|<MASK>|``, 151665, unless the config name
 from __future__ import annotations
 
 from ..core.architecture import DecoderModel, LayerParts
-from ..core.validators import check_config_fields
+from ..core.validators import check_config_fields, with_defaults
 from .dream import DreamLayer
-from .hf_layout import HFDecoderLayout
+from .hf_layout import HFDecoderLayout, set_dimensions
 
 #: config.json fields this adapter reads and their defaults (Fast_dLLM_v2_7B's values)
 FAST_DLLM_V2_CONFIG_DEFAULTS = {
@@ -50,7 +50,7 @@ class FastDLLMv2Model(HFDecoderLayout, DecoderModel):
 
     def __init__(self, config: dict):
         super().__init__()
-        c = {**FAST_DLLM_V2_CONFIG_DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
+        c = with_defaults(FAST_DLLM_V2_CONFIG_DEFAULTS, config)
         check_config_fields(c, positive=("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                                          "num_key_value_heads", "vocab_size", "max_position_embeddings", "bd_size"),
                             numbers=("rope_theta", "rms_norm_eps"), token_ids=("mask_token_id", "eos_token_id", "pad_token_id"),
@@ -62,24 +62,8 @@ class FastDLLMv2Model(HFDecoderLayout, DecoderModel):
                              f" in every layer; use_sliding_window={c.get('use_sliding_window')!r})")
         if c.get("hidden_act", "silu") != "silu":
             raise ValueError(f"config.json: hidden_act={c['hidden_act']!r} is not supported (Fast-dLLM v2 uses silu)")
-        self.config = c
-        self.d_model = c["hidden_size"]
-        self.n_layers = c["num_hidden_layers"]
-        self.n_heads = c["num_attention_heads"]
-        self.n_kv_heads = c["num_key_value_heads"]
-        if self.d_model % self.n_heads or self.n_heads % self.n_kv_heads:
-            raise ValueError(f"config.json: hidden_size={self.d_model} must divide by num_attention_heads={self.n_heads},"
-                             f" and that by num_key_value_heads={self.n_kv_heads}")
-        self.head_dim = self.d_model // self.n_heads
-        self.d_ff = c["intermediate_size"]
-        self.vocab_size = c["vocab_size"]
-        self.rope_theta = float(c["rope_theta"])
-        self.max_length = c["max_position_embeddings"]
+        set_dimensions(self, c)
         self.block_size = c["bd_size"]
-        self.mask_id = c["mask_token_id"]
-        self.eos_id = c["eos_token_id"]
-        self.pad_id = c["pad_token_id"] if c["pad_token_id"] is not None else self.eos_id
-        self.tied = bool(c.get("tie_word_embeddings", False))
         eps = c["rms_norm_eps"]
         self.build_outer((DreamLayer(self.d_model, self.n_heads, self.n_kv_heads, self.d_ff, eps)
                           for _ in range(self.n_layers)), eps)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.architecture import DecoderModel, LayerParts, RMSNorm
-from ..core.validators import check_config_fields
+from ..core.validators import check_config_fields, with_defaults
 
 #: config.json fields this adapter reads (LLaDA's own names) and their defaults.
 LLADA_CONFIG_DEFAULTS = {
@@ -58,7 +58,7 @@ class LLaDAModel(DecoderModel):
 
     def __init__(self, config: dict):
         super().__init__()
-        c = {**LLADA_CONFIG_DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
+        c = with_defaults(LLADA_CONFIG_DEFAULTS, config)
         check_config_fields(c, positive=("d_model", "n_layers", "n_heads", "n_kv_heads", "mlp_hidden_size", "vocab_size",
                                          "embedding_size", "max_sequence_length"),
                             numbers=("rope_theta", "rms_norm_eps"), token_ids=("mask_token_id", "eos_token_id", "pad_token_id"),

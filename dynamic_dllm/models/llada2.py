@@ -27,7 +27,8 @@ from torch import nn
 
 from ..core.architecture import DecoderModel, LayerParts, RMSNorm
 from ..core.moe import GroupLimitedMoE, SwiGLU
-from ..core.validators import check_config_fields
+from ..core.validators import check_config_fields, with_defaults
+from .hf_layout import HFDecoderLayout, set_dimensions
 
 #: config.json fields this adapter reads and their defaults (LLaDA2.0-mini's values as published
 #: by third parties — a real config.json names them all)
@@ -97,7 +98,7 @@ class LLaDA2Layer(nn.Module):
             self.mlp = SwiGLU(d, c["intermediate_size"])
 
 
-class LLaDA2Model(DecoderModel):
+class LLaDA2Model(HFDecoderLayout, DecoderModel):
     #: HF ``architectures`` names this adapter loads
     architectures = ("LLaDA2MoeModelLM",)
     family = "llada2"
@@ -105,10 +106,11 @@ class LLaDA2Model(DecoderModel):
     rope_full_precision = False
     block_causal = True
     default_cache = "block-kv"
+    embed_key = "word_embeddings"
 
     def __init__(self, config: dict):
         super().__init__()
-        c = {**LLADA2_CONFIG_DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
+        c = with_defaults(LLADA2_CONFIG_DEFAULTS, config)
         check_config_fields(c, positive=("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                                          "num_key_value_heads", "head_dim", "num_experts", "num_experts_per_tok", "n_group",
                                          "topk_group", "moe_intermediate_size", "vocab_size", "max_position_embeddings",
@@ -123,37 +125,14 @@ class LLaDA2Model(DecoderModel):
             raise ValueError("config.json: use_sliding_window=true is not supported (LLaDA2 attends to every earlier block)")
         if not isinstance(c.get("first_k_dense_replace", 0), int) or c["first_k_dense_replace"] < 0:
             raise ValueError(f"config.json: first_k_dense_replace must be an integer >= 0, got {c['first_k_dense_replace']!r}")
-        self.config = c
-        self.d_model = c["hidden_size"]
-        self.n_layers = c["num_hidden_layers"]
-        self.n_heads = c["num_attention_heads"]
-        self.n_kv_heads = c["num_key_value_heads"]
-        if self.n_heads % self.n_kv_heads:
-            raise ValueError(f"config.json: num_attention_heads={self.n_heads} must divide by num_key_value_heads={self.n_kv_heads}")
-        self.head_dim = c["head_dim"] or self.d_model // self.n_heads
+        set_dimensions(self, c)
         self.rope_dim = int(self.head_dim * float(c["partial_rotary_factor"]))
         if not 2 <= self.rope_dim <= self.head_dim or self.rope_dim % 2:
             raise ValueError(f"config.json: partial_rotary_factor={c['partial_rotary_factor']!r} gives {self.rope_dim} rotated"
                              f" dimensions of head_dim={self.head_dim}; it must be an even number in [2, head_dim]")
-        self.d_ff = c["intermediate_size"]
-        self.vocab_size = c["vocab_size"]
-        self.rope_theta = float(c["rope_theta"])
-        self.max_length = c["max_position_embeddings"]
         self.block_size = c["block_size"]
-        self.mask_id = c["mask_token_id"]
-        self.eos_id = c["eos_token_id"]
-        self.pad_id = c["pad_token_id"] if c["pad_token_id"] is not None else self.eos_id
-        self.tied = bool(c.get("tie_word_embeddings", False))
         self.moe_layers = tuple(i >= c["first_k_dense_replace"] for i in range(self.n_layers))
-        self.model = nn.Module()
-        self.model.word_embeddings = nn.Embedding(self.vocab_size, self.d_model)
-        self.model.layers = nn.ModuleList(LLaDA2Layer(c, self.head_dim, self.n_kv_heads, moe) for moe in self.moe_layers)
-        self.model.norm = RMSNorm(self.d_model, c["rms_norm_eps"])
-        if not self.tied:
-            self.lm_head = nn.Linear(self.d_model, self.vocab_size, bias=False)
-
-    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.model.word_embeddings(input_ids)
+        self.build_outer((LLaDA2Layer(c, self.head_dim, self.n_kv_heads, moe) for moe in self.moe_layers), c["rms_norm_eps"])
 
     def layer(self, index: int) -> LayerParts:
         b = self.model.layers[index]
@@ -166,9 +145,3 @@ class LLaDA2Model(DecoderModel):
         if isinstance(b.mlp, GroupLimitedMoE):
             return LayerParts(*head, None, None, None, *norms, moe=b.mlp)
         return LayerParts(*head, b.mlp.gate_proj, b.mlp.up_proj, b.mlp.down_proj, *norms)
-
-    def final_norm(self, h: torch.Tensor) -> torch.Tensor:
-        return self.model.norm(h)
-
-    def head(self, h: torch.Tensor) -> torch.Tensor:
-        return F.linear(h, self.model.word_embeddings.weight) if self.tied else self.lm_head(h)

@@ -27,8 +27,8 @@ from torch import nn
 
 from ..core.architecture import DecoderModel, LayerParts, RMSNorm
 from ..core.moe import SparseMoE, SwiGLU
-from ..core.validators import check_config_fields
-from .hf_layout import HFDecoderLayout
+from ..core.validators import check_config_fields, with_defaults
+from .hf_layout import HFDecoderLayout, set_dimensions
 
 #: config.json fields this adapter reads and their defaults (LLaDA-MoE-7B-A1B's values)
 LLADA_MOE_CONFIG_DEFAULTS = {
@@ -91,7 +91,7 @@ class LLaDAMoEModel(HFDecoderLayout, DecoderModel):
 
     def __init__(self, config: dict):
         super().__init__()
-        c = {**LLADA_MOE_CONFIG_DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
+        c = with_defaults(LLADA_MOE_CONFIG_DEFAULTS, config)
         check_config_fields(c, positive=("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
                                          "dense_intermediate_size", "expert_intermediate_size",
                                          "shared_expert_intermediate_size", "num_experts", "num_experts_per_tok",
@@ -108,29 +108,13 @@ class LLaDAMoEModel(HFDecoderLayout, DecoderModel):
             raise ValueError(f"config.json: hidden_act={c['hidden_act']!r} is not supported (LLaDA-MoE uses silu)")
         if c["num_experts_per_tok"] > c["num_experts"]:
             raise ValueError(f"config.json: num_experts_per_tok={c['num_experts_per_tok']} exceeds num_experts={c['num_experts']}")
-        self.config = c
-        self.d_model = c["hidden_size"]
-        self.n_layers = c["num_hidden_layers"]
-        self.n_heads = c["num_attention_heads"]
-        self.n_kv_heads = c["num_key_value_heads"] or self.n_heads
-        if self.d_model % self.n_heads or self.n_heads % self.n_kv_heads:
-            raise ValueError(f"config.json: hidden_size={self.d_model} must divide by num_attention_heads={self.n_heads},"
-                             f" and that by num_key_value_heads={self.n_kv_heads}")
+        set_dimensions(self, c, d_ff="dense_intermediate_size")
         freq = c.get("moe_layer_freq")
         freq = [1] * self.n_layers if freq is None else freq
         if not isinstance(freq, list) or len(freq) != self.n_layers or any(v not in (0, 1) for v in freq):
             raise ValueError(f"config.json: moe_layer_freq must list 0 (dense) or 1 (MoE) for each of the"
                              f" {self.n_layers} layers, got {freq!r}")
         self.moe_layers = tuple(bool(v) for v in freq)
-        self.head_dim = self.d_model // self.n_heads
-        self.d_ff = c["dense_intermediate_size"]
-        self.vocab_size = c["vocab_size"]
-        self.rope_theta = float(c["rope_theta"])
-        self.max_length = c["max_position_embeddings"]
-        self.mask_id = c["mask_token_id"]
-        self.eos_id = c["eos_token_id"]
-        self.pad_id = c["pad_token_id"] if c["pad_token_id"] is not None else self.eos_id
-        self.tied = bool(c.get("tie_word_embeddings", False))
         self.build_outer((LLaDAMoELayer(c, self.n_kv_heads, moe) for moe in self.moe_layers), c["rms_norm_eps"])
 
     def layer(self, index: int) -> LayerParts:

@@ -24,8 +24,8 @@ from torch import nn
 
 from ..core.architecture import DecoderModel, LayerParts, RMSNorm
 from ..core.moe import SwiGLU
-from ..core.validators import check_config_fields
-from .hf_layout import HFDecoderLayout
+from ..core.validators import check_config_fields, with_defaults
+from .hf_layout import HFDecoderLayout, set_dimensions
 
 #: config.json fields this adapter reads and their defaults (SDAR-4B-Chat's values)
 SDAR_CONFIG_DEFAULTS = {
@@ -77,7 +77,7 @@ class SDARModel(HFDecoderLayout, DecoderModel):
 
     def __init__(self, config: dict):
         super().__init__()
-        c = {**SDAR_CONFIG_DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
+        c = with_defaults(SDAR_CONFIG_DEFAULTS, config)
         check_config_fields(c, positive=("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                                          "num_key_value_heads", "head_dim", "vocab_size", "max_position_embeddings",
                                          "block_size"),
@@ -87,23 +87,8 @@ class SDARModel(HFDecoderLayout, DecoderModel):
             raise ValueError(f"config.json: rope_scaling={c['rope_scaling']!r} is not supported (SDAR checkpoints use none)")
         if c.get("hidden_act", "silu") != "silu":
             raise ValueError(f"config.json: hidden_act={c['hidden_act']!r} is not supported (SDAR uses silu)")
-        self.config = c
-        self.d_model = c["hidden_size"]
-        self.n_layers = c["num_hidden_layers"]
-        self.n_heads = c["num_attention_heads"]
-        self.n_kv_heads = c["num_key_value_heads"]
-        if self.n_heads % self.n_kv_heads:
-            raise ValueError(f"config.json: num_attention_heads={self.n_heads} must divide by num_key_value_heads={self.n_kv_heads}")
-        self.head_dim = c["head_dim"] or self.d_model // self.n_heads
-        self.d_ff = c["intermediate_size"]
-        self.vocab_size = c["vocab_size"]
-        self.rope_theta = float(c["rope_theta"])
-        self.max_length = c["max_position_embeddings"]
+        set_dimensions(self, c)
         self.block_size = c["block_size"]
-        self.mask_id = c["mask_token_id"]
-        self.eos_id = c["eos_token_id"]
-        self.pad_id = c["pad_token_id"] if c["pad_token_id"] is not None else self.eos_id
-        self.tied = bool(c.get("tie_word_embeddings", False))
         eps, bias = c["rms_norm_eps"], bool(c.get("attention_bias", False))
         self.build_outer((SDARLayer(self.d_model, self.n_heads, self.n_kv_heads, self.head_dim, self.d_ff, bias, eps)
                           for _ in range(self.n_layers)), eps)
