@@ -15,7 +15,7 @@ from dynamic_dllm.core import engine
 from dynamic_dllm.core.policy import RunInfo
 from dynamic_dllm.core.registry import get_registry
 from dynamic_dllm.core.types import GenerationConfig
-from dynamic_dllm.policies.dcu import DynamicCacheUpdating, UpdateWindow, allocate_budgets
+from dynamic_dllm.policies.dcu import DynamicCacheUpdating, UpdateWindow, _unit_, allocate_budgets
 
 GEN = dict(gen_length=32, block_length=8, steps=32)
 
@@ -85,8 +85,15 @@ def _run_info(n_layers, B, L, gen_length=16, valid=None):
 
 
 def _state(step, B, L, n_layers):
+    """A step whose every token differs from the previous step's, so DCU scores every row (these
+    tests hand it layer inputs that move anywhere, not only where a token or an earlier layer did)."""
     return SimpleNamespace(step=step, valid=torch.ones(B, L, dtype=torch.bool), batch_size=B, n_layers=n_layers, length=L,
-                           x=torch.zeros(B, L, dtype=torch.long), waiting=())
+                           x=torch.full((B, L), step, dtype=torch.long), masked=torch.zeros(B, L, dtype=torch.bool), waiting=())
+
+
+def _context(x):
+    """A layer context holding the layer input ``x`` (no executor: the first layer's view)."""
+    return SimpleNamespace(cosine_input=lambda out=None: x.clone(), upstream=None, hidden=x)
 
 
 def test_dcu_unchanged_layer_gets_no_budget_and_rows_are_top_dynamics():
@@ -99,7 +106,7 @@ def test_dcu_unchanged_layer_gets_no_budget_and_rows_are_top_dynamics():
     def step(t, new_inputs):
         state = _state(t, B, L, n_layers)
         full = dcu.step_start(state)
-        rows = [dcu.layer_rows(state, i, SimpleNamespace(cosine_input=lambda out=None, x=x: x.clone())) for i, x in enumerate(new_inputs)]
+        rows = [dcu.layer_rows(state, i, _context(x)) for i, x in enumerate(new_inputs)]
         return full, [None if r is None else r.mask(B, L, "cpu") for r in rows]
 
     full, rows = step(0, inputs)
@@ -289,7 +296,7 @@ def test_cosine_input_has_the_cosine_of_the_normalised_input(any_model):
 
 def test_dcu_waiting_rows_keep_their_scoring_state():
     """A row listed in state.waiting leaves the step's DCU state as it entered it: its previous
-    vectors and inverse norms are kept and, before any layer dynamics exist, its dynamics are the
+    unit vectors are kept and, before any layer dynamics exist, its dynamics are the
     uniform split's all-ones weights — so its next step is budgeted as in its single run."""
     n_layers, B, L = 2, 2, 20
     dcu = DynamicCacheUpdating(budget=4)
@@ -301,12 +308,76 @@ def test_dcu_waiting_rows_keep_their_scoring_state():
         state = SimpleNamespace(**{**vars(_state(t, B, L, n_layers)), "waiting": waiting})
         dcu.step_start(state)
         for i, x in enumerate(new_inputs):
-            dcu.layer_rows(state, i, SimpleNamespace(cosine_input=lambda out=None, x=x: x.clone()))
+            dcu.layer_rows(state, i, _context(x))
 
     step(0, inputs)
     moved = [x + torch.randn(B, L, 8, generator=g) for x in inputs]
     step(1, moved, waiting=(1,))  # row 1 waits at the first scored step
     assert dcu.dynamics[1].tolist() == [1.0, 1.0] and bool((dcu.dynamics[0] != 1.0).all())
     for layer in range(n_layers):  # row 1 still compares against the vectors of step 0
-        assert torch.equal(dcu.prev[layer][0][1], inputs[layer][1])
-        assert not torch.equal(dcu.prev[layer][0][0], inputs[layer][0])
+        assert torch.equal(dcu.prev[layer][1], _unit_(inputs[layer][1].clone()))
+        assert not torch.equal(dcu.prev[layer][0], _unit_(inputs[layer][0].clone()))
+
+
+# --- scoring only the rows that can have changed ----------------------------------------------
+
+
+@pytest.fixture
+def changed_rows_only(monkeypatch):
+    """DCU scores only the rows whose input can have changed, whatever the canvas size (by default
+    it does so on canvases of ≥ 2^17 elements on a CPU), and counts how often it did."""
+    from dynamic_dllm.policies import dcu as dcu_module
+
+    monkeypatch.setattr(dcu_module, "EXACT_ROWS_MIN_ELEMENTS", {})
+    monkeypatch.setattr(dcu_module, "EXACT_ROWS_MIN_ELEMENTS_OTHER", 0)
+    calls = []
+    score_rows = DynamicCacheUpdating._score_rows
+    monkeypatch.setattr(DynamicCacheUpdating, "_score_rows", lambda self, *a: calls.append(a[2].numel()) or score_rows(self, *a))
+    return calls
+
+
+def test_scoring_changed_rows_only_keeps_the_golden_tokens(changed_rows_only):
+    """Every DCU entry of the golden matrix (tiny and a left-padded random Dream batch, every unmask
+    policy) gives the recorded tokens, NFE and commits when only the changed rows are scored."""
+    import json
+
+    from golden_matrix import CONFIG, GOLDEN, UNMASKS, models
+
+    expected = json.loads(GOLDEN.read_text())
+    caches = ["dcu", "dcu:allocation=uniform", "dcu+window", "dcu:budget=4+window:size=4", "dynamic-dllm-cache"]
+    differing = []
+    for name, lm, ids, mask in models():
+        for cache in caches:
+            for unmask in UNMASKS:
+                out = dd.generate(lm, ids, cache=cache, unmask=unmask, attention_mask=mask, **CONFIG)
+                got = {"tokens": out.tokens.tolist(), "nfe": out.stats.nfe, "tokens_per_step": list(out.stats.tokens_per_step)}
+                if got != expected[f"{name}|{cache}|{unmask}"]:
+                    differing.append(f"{name}|{cache}|{unmask}")
+    assert not differing, differing[:5]
+    assert changed_rows_only and min(changed_rows_only) < max(changed_rows_only)  # the path ran, on sets of several sizes
+
+
+@pytest.mark.parametrize("cache", ["dcu+window", "dynamic-dllm-cache:budget=4,window=4"])
+def test_scoring_changed_rows_only_with_waiting_rows(tiny_lm, cache, changed_rows_only):
+    """Rows finishing blocks at different steps (they wait, and are scored over all rows on their
+    return) decode as alone and as with all-row scoring."""
+    prompts = ["swap case: ab", "hi", "fill blanks: 4_6__"]
+    kw = dict(cache=cache, unmask="threshold", gen_length=32, block_length=16, steps=32)
+    both = dd.generate(tiny_lm, prompts, **kw)
+    assert changed_rows_only
+    for row, prompt in enumerate(prompts):
+        assert both.tokens[row].tolist() == dd.generate(tiny_lm, [prompt], **kw).tokens[0].tolist()
+
+
+def test_equal_vectors_have_zero_dynamics_at_any_width():
+    """½|v − u|² of unit rows is exactly 0 for equal rows (1 − cos of the same vectors would round
+    to up to ~3e-6 at these widths, above the tolerance), whatever the scale."""
+    from dynamic_dllm.policies.dcu import _cosine_distance_
+
+    g = torch.Generator().manual_seed(0)
+    for width in (64, 512, 4096):
+        x = torch.randn(500, width, generator=g) * torch.logspace(-3, 4, 500)[:, None]
+        u = _unit_(x.clone())
+        assert not bool(_cosine_distance_(u.clone(), u).any())
+        v = _unit_(x + 1e-2 * torch.randn(500, width, generator=g) * x.abs().mean(1, keepdim=True))
+        assert bool((_cosine_distance_(v, u) > 0).all())

@@ -206,3 +206,35 @@ def test_dcu_budget_of_every_row_runs_dense_layers(llada):
     L = 6 + 16
     out = dd.generate(llada, ids, cache=f"dcu:budget={L}", gen_length=16, block_length=16, steps=16)
     assert out.stats.recompute_fraction == 1.0 and out.stats.chosen_rows == out.stats.recomputed_rows
+
+
+def test_rows_outside_every_earlier_set_keep_their_layer_input(any_model):
+    """What DCU's changed-rows scoring relies on: each layer's context names the set the previous
+    layer recomputed (``upstream``), and a row whose token did not change and that no earlier layer
+    of the step recomputed enters every layer with the previous step's input, bit for bit."""
+    model = any_model.model
+    x, valid, positions = _canvas(model, seed=5)
+    B, L = x.shape
+    ex = PartialLayerExecutor(model, valid, positions)
+    before = {}
+    ex.forward(x, lambda layer, ctx: before.__setitem__(layer, ctx.hidden.clone()), full=True, head_start=0, head_end=1)
+    x = x.clone()
+    x[:, 13] = 77
+    g = torch.Generator().manual_seed(11)
+    sets = [_random_rows(x.shape, g, layer) for layer in range(model.n_layers)]
+    after, upstream = {}, {}
+
+    def rows_fn(layer, ctx):
+        after[layer], upstream[layer] = ctx.hidden.clone(), ctx.upstream
+        return sets[layer][0]
+
+    ex.forward(x, rows_fn, full=False, head_start=0, head_end=1)
+    moved = torch.zeros(B, L, dtype=torch.bool)
+    moved[:, 13] = True
+    assert upstream[0] is None
+    for layer in range(model.n_layers):
+        if layer:
+            assert upstream[layer] is sets[layer - 1][0]
+            moved |= sets[layer - 1][1]
+        assert torch.equal(after[layer][~moved], before[layer][~moved])
+        assert not torch.equal(after[layer][moved], before[layer][moved])

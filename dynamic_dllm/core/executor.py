@@ -50,10 +50,18 @@ class LayerContext:
     nothing extra for rows that are recomputed anyway).
     """
 
-    def __init__(self, executor: "PartialLayerExecutor", layer: int, hidden: torch.Tensor):
+    def __init__(self, executor: "PartialLayerExecutor", layer: int, hidden: torch.Tensor,
+                 upstream: Optional[RowSet] = None, hidden_rows: Optional[torch.Tensor] = None):
         self.executor = executor
         self.layer = layer
         self.hidden = hidden
+        #: ``hidden`` as ``[B·L, d]`` (a view the executor keeps per buffer; None: made on demand)
+        self.hidden_rows = hidden_rows
+        #: the rows the previous layer recomputed this step (None: none, or this is layer 0; a span
+        #: covering every row: that layer was dense). A row outside every earlier layer's set and
+        #: whose token did not change has, bit for bit, the layer input of the previous step: its
+        #: cached A and F and its input all are the previous step's, and the adds are elementwise.
+        self.upstream = upstream
         self._normed: Optional[torch.Tensor] = None
         self.fresh_values: Optional[torch.Tensor] = None
         #: fresh pre-RoPE K of all rows (see :meth:`keys`), reused by a dense layer
@@ -82,6 +90,14 @@ class LayerContext:
         if scale_free is not None:
             return scale_free(self.hidden, out=out)
         return self.normed().clone() if out is None else out.copy_(self.normed())
+
+    def cosine_rows(self, flat: torch.Tensor) -> torch.Tensor:
+        """:meth:`cosine_input` of the rows ``flat`` of the row-flattened canvas (``b·L + i``), ``[R, d]``."""
+        if self.hidden_rows is None:
+            self.hidden_rows = self.hidden.reshape(-1, self.hidden.shape[-1])
+        rows = self.hidden_rows.index_select(0, flat)
+        scale_free = getattr(self.parts.attn_norm, "scale_free", None)
+        return scale_free(rows, out=rows) if scale_free is not None else self.parts.attn_norm(rows)
 
     def values(self, rows: Optional[RowSet] = None) -> torch.Tensor:
         """Fresh V ``[B, L, kv_dim]``. Calling it makes the executor overwrite this layer's V cache
@@ -290,13 +306,15 @@ class PartialLayerExecutor:
         B, L = self.shape
         if self.stream is None or self.stream[0].dtype != x.dtype:
             self.stream = [torch.empty_like(x) for _ in range(3)]  # layer inputs (alternating), h
+            self.stream_rows = [t.view(B * L, -1) for t in self.stream[:2]]
         store = self.keep_cache
         full = full or not store or not self.ready
         if store and not self.ready:
             self._allocate(x.dtype, x.device)
         computed = []
+        upstream: Optional[RowSet] = None
         for i in range(self.model.n_layers):
-            ctx = LayerContext(self, i, x)
+            ctx = LayerContext(self, i, x, upstream, self.stream_rows[(i - 1) % 2] if i else None)
             rows = rows_fn(i, ctx) if rows_fn is not None else None
             if keys_fn is not None:
                 keep = keys_fn(i, ctx)
@@ -309,15 +327,18 @@ class PartialLayerExecutor:
             if dense:
                 x = self._dense_layer(i, ctx, store, self.stream[i % 2])
                 n, chosen = B * L, B * L
+                upstream = rows if rows is not None and rows.covers(L) else RowSet.span(0, L)
             elif rows is None or rows.size == 0:
                 self._write_fresh_values(i, ctx)
                 h = torch.add(x, self.view["attn"][i], out=self.stream[2])
                 x = torch.add(h, self.view["ffn"][i], out=self.stream[i % 2])
                 n = chosen = 0
+                upstream = None
             else:
                 layer = self._span_layer if rows.is_span else self._index_layer
                 x = layer(i, ctx, rows, self.stream[i % 2])
                 n, chosen = B * rows.size, rows.chosen(B, L)
+                upstream = rows
             computed.append(n)
             self.rows_per_layer[i] += n
             self.chosen_per_layer[i] = self.chosen_per_layer[i] + chosen

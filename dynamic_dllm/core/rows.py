@@ -28,6 +28,8 @@ class RowSet:
     start: int = 0
     index: Optional[torch.Tensor] = None     # [B, size] long; None = the span [start, start + size)
     writable: Optional[torch.Tensor] = None  # [B, size] bool; None = every entry
+    #: for a :func:`union`, the sets it unites (each the answer of one policy); else empty
+    parts: tuple = ()
     _memo: dict = attrs.field(factory=dict, init=False, repr=False)
 
     def _cached(self, key, make):
@@ -41,15 +43,23 @@ class RowSet:
         return cls(size=max(end - start, 0), start=start)
 
     @classmethod
-    def indexed(cls, index: torch.Tensor, writable: Optional[torch.Tensor] = None) -> "RowSet":
-        return cls(size=index.shape[1], index=index, writable=writable)
+    def indexed(cls, index: torch.Tensor, writable: Optional[torch.Tensor] = None, parts: tuple = ()) -> "RowSet":
+        return cls(size=index.shape[1], index=index, writable=writable, parts=parts)
 
     @classmethod
     def top(cls, scores: torch.Tensor, k: torch.Tensor, size: int) -> "RowSet":
         """The ``k[b] ≤ size`` highest ``scores`` ``[B, L]`` of each row (ties: lower position
         first), padded to ``size`` entries: the next-ranked positions, not writable."""
+        return cls.ranked(scores, torch.arange(size, device=scores.device) < k[:, None])
+
+    @classmethod
+    def ranked(cls, scores: torch.Tensor, writable: torch.Tensor) -> "RowSet":
+        """The ``R`` highest ``scores`` ``[B, L]`` of each row in rank order (ties: lower position
+        first), ``R`` = ``writable.shape[1]``; rank ``r`` of batch row ``b`` written where
+        ``writable[b, r]`` (:meth:`top` with the mask ``r < k[b]`` made by the caller, e.g. once a step)."""
+        size = writable.shape[1]
         order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :size]
-        return cls(size=size, index=order, writable=torch.arange(size, device=scores.device) < k[:, None])
+        return cls(size=size, index=order, writable=writable)
 
     @classmethod
     def from_mask(cls, mask: torch.Tensor) -> "RowSet":
@@ -102,11 +112,11 @@ class RowSet:
         discarded row L)."""
         return self._cached(("flat-write", length), lambda: (self.targets(length) + offsets).view(-1))
 
-    def writable_or_all(self, device) -> torch.Tensor:
+    def writable_or_all(self, batch: int, device) -> torch.Tensor:
+        """``[B, size]`` bool: the writable mask, all True when there is none."""
         if self.writable is not None:
             return self.writable
-        return self._cached(("all", device), lambda: torch.ones(self.index.shape if self.index is not None else (1, self.size),
-                                                       dtype=torch.bool, device=device))
+        return self._cached(("all", batch, device), lambda: torch.ones(batch, self.size, dtype=torch.bool, device=device))
 
     def claimed(self, batch: int, length: int, device) -> torch.Tensor:
         """Bool ``[B, L + 1]``: the rows this set writes (column L: none)."""
@@ -138,9 +148,10 @@ def _broadcast(index: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 def union(sets: Sequence[Optional[RowSet]], batch: int, length: int, device) -> Optional[RowSet]:
     """The union of several row sets (None entries ignored; None if none is left). A set covering
-    every row is the union; overlapping or adjacent spans merge into one span; otherwise the indexes are concatenated (size = Σ sizes) and
-    an entry already written by an earlier set is marked not writable. Sets without padding go
-    first (their claimed-rows mask is memoized, so a set shared by every layer builds it once)."""
+    every row is the union; overlapping or adjacent spans merge into one span; otherwise the indexes
+    are concatenated (size = Σ sizes) and an entry already written by an earlier set is marked not
+    writable. Sets without padding go first (their claimed-rows mask is memoized, so a set shared
+    by every layer builds it once). A union of several sets keeps them as ``parts``."""
     sets = [s for s in sets if s is not None and s.size > 0]
     if len(sets) <= 1:
         return sets[0] if sets else None
@@ -155,11 +166,11 @@ def union(sets: Sequence[Optional[RowSet]], batch: int, length: int, device) -> 
                 break
             end = max(end, s.start + s.size)
         else:
-            return RowSet.span(start, end)
+            return RowSet(size=end - start, start=start, parts=tuple(sets))
     sets = sorted(sets, key=lambda s: s.writable is not None)
     first = sets[0]
     claimed = first.claimed(batch, length, device)
-    index, writable = [first.positions(batch, device)], [first.writable_or_all(device).expand(batch, -1)]
+    index, writable = [first.positions(batch, device)], [first.writable_or_all(batch, device)]
     for i, s in enumerate(sets[1:], 2):
         pos = s.positions(batch, device)
         w = ~claimed.gather(1, pos)
@@ -169,4 +180,4 @@ def union(sets: Sequence[Optional[RowSet]], batch: int, length: int, device) -> 
             claimed = claimed.scatter(1, torch.where(w, pos, length), True)
         index.append(pos)
         writable.append(w)
-    return RowSet.indexed(torch.cat(index, 1), torch.cat(writable, 1))
+    return RowSet.indexed(torch.cat(index, 1), torch.cat(writable, 1), parts=tuple(sets))

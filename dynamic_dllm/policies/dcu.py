@@ -24,15 +24,23 @@ Unlike the released code (layer 0 always fully recomputed, response rows only, b
 follows the paper: every layer is scored, candidates are all valid rows of the canvas, and each
 batch row has its own dynamics, budgets and index sets.
 
-Bookkeeping cost: per layer one multiply, one norm and one dot product over ``[B, L, d]`` and one
-stable sort of ``[B, L]`` (ties left to right): the cosine of RMSNorm outputs equals the cosine of
-``w ⊙ x`` (the per-row ``1/rms`` cancels; the model's norm says so through ``scale_free``, see
-:meth:`~dynamic_dllm.core.executor.LayerContext.cosine_input`), so the all-row normalisation is
-skipped; the inverse norms are kept from the previous step. Budgets are computed once per step
-for all layers, with one host sync (the per-layer maximum ``max_b B_l[b]``, the row set's size);
-with ``allocation=uniform`` once per generation. A layer's row set is the first ``max_b B_l[b]``
-of the sorted order, entries past ``B_l[b]`` padding (computed, not written). Each layer's vectors
-go into one of two buffers kept per layer, alternating (this step's and the previous step's).
+Token dynamics are computed as ``d = ½ |v − u|²`` of the unit vectors ``u, v`` (= ``1 − cos``, but
+exactly 0 for an unchanged vector and without ``1 − cos``'s cancellation for small changes). The
+cosine of RMSNorm outputs equals the cosine of ``w ⊙ x`` (the per-row ``1/rms`` cancels; the model's
+norm says so through ``scale_free``, see
+:meth:`~dynamic_dllm.core.executor.LayerContext.cosine_input`), so no norm is run. Per layer DCU
+keeps the unit vectors of the last step.
+
+Bookkeeping cost: a row's layer input can differ from the previous step's only if its token
+changed or an earlier layer of this step recomputed it (every other row adds the same cached
+attention and FFN outputs to the same input, bit for bit); elsewhere ``d = 0`` exactly. On large
+canvases (:data:`EXACT_ROWS_MIN_ELEMENTS`) DCU scores only those rows: per layer a gather, a
+multiply, a norm, a dot product and two scatters over about ``changed tokens + window + max B_l``
+rows (:meth:`DynamicCacheUpdating._changed_rows`), then one stable sort of ``[B, L]`` (ties left to
+right). On small ones, and after a step with waiting rows, it scores every row (the same bits).
+Budgets are computed once per step for all layers, with one host sync (the per-layer maximum
+``max_b B_l[b]``, the row set's size, and the changed-token count). A layer's row set is the first
+``max_b B_l[b]`` of the sorted order, entries past ``B_l[b]`` padding (computed, not written).
 
 ``window`` (paper Eq. 7): every layer also recomputes the ``size`` rows centred on the key token —
 the position committed at the previous step. With several commits the *rightmost* one is the key
@@ -75,34 +83,33 @@ PRESET = Alias("dcu+window", params={"budget": "dcu.budget", "window": "window.s
 
 
 def _largest_remainder(quota: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
-    """Integers ``[B, n]`` with row sums ``total`` ``[B]``: floors of ``quota`` plus one for the
+    """Integers ``[B, n]`` with row sums ``total`` ``[B, 1]``: floors of ``quota`` plus one for the
     ``total − Σ floor`` largest fractional parts (ties to the lower index)."""
     base = quota.floor()
-    short = (total - base.sum(1)).round().long()
+    short = (total - base.sum(1, keepdim=True)).round()
     order = torch.sort(quota - base, dim=1, descending=True, stable=True).indices
-    rank = torch.empty_like(order).scatter_(1, order, torch.arange(quota.shape[1], device=quota.device).expand_as(order))
-    return base.long() + (rank < short[:, None]).long()
+    ranks = torch.arange(quota.shape[1], device=quota.device)
+    extra = torch.zeros_like(order, dtype=torch.bool).scatter_(1, order, ranks < short)  # rank r < short: +1
+    return (base + extra).long()
 
 
 class _Split:
     """State of :func:`allocate_budgets`' passes: each pass splits the remaining total over the
     open layers by largest remainder, caps, and carries the overflow to the next pass. The first
-    pass (:meth:`first`) is the common case and needs no host sync; :meth:`finish` runs the rest."""
+    pass (:meth:`first`) is the common case and needs no host sync; :meth:`finish` runs the rest.
+    ``total`` and ``cap`` are long ``[B, 1]``, ``weights`` double ``[B, n]``."""
 
     def __init__(self, total: torch.Tensor, weights: torch.Tensor, cap: torch.Tensor):
-        dead = weights.sum(1, keepdim=True) <= 0
-        self.weights = torch.where(dead, torch.ones_like(weights), weights)
+        self.weights = torch.where(weights.sum(1, keepdim=True) > 0, weights, 1.0)  # all zero: uniform
         self.cap = cap
         self.total = total
 
     def first(self) -> None:
         """Pass 1, where every layer with weight > 0 is open and the whole total remains: the
-        general pass with its masks folded away (``where(open, w, 0) = w`` as ``w ≥ 0``; rows with
-        a zero total get quota 0)."""
+        general pass with its masks folded away (``where(open, w, 0) = w`` as ``w ≥ 0``)."""
         w = self.weights
-        quota = self.total[:, None].double() * w / w.sum(1, keepdim=True).clamp_min(1e-300)
-        alloc = _largest_remainder(quota, self.total)
-        over = (alloc - self.cap[:, None]).clamp_min(0)
+        alloc = _largest_remainder(self.total * w / w.sum(1, keepdim=True), self.total)
+        over = (alloc - self.cap).clamp_min(0)
         self.alloc = alloc - over
         self.remaining = over.sum(1)
 
@@ -116,15 +123,15 @@ class _Split:
         live = (self.remaining > 0) & (wsum > 0)
         quota = torch.where(live[:, None], self.remaining[:, None].double() * w / wsum.clamp_min(1e-300)[:, None],
                             torch.zeros_like(w))
-        self.alloc = self.alloc + _largest_remainder(quota, torch.where(live, self.remaining, torch.zeros_like(self.remaining)))
-        over = (self.alloc - self.cap[:, None]).clamp_min(0)
+        self.alloc = self.alloc + _largest_remainder(quota, torch.where(live, self.remaining, 0)[:, None])
+        over = (self.alloc - self.cap).clamp_min(0)
         self.alloc = self.alloc - over
         self.remaining = torch.where(live, over.sum(1), torch.zeros_like(self.remaining))
-        self.open = self.open & (self.alloc < self.cap[:, None])
+        self.open = self.open & (self.alloc < self.cap)
 
     def finish(self) -> torch.Tensor:
         """The remaining passes (at most ``n − 1``; each closes a layer or ends the overflow)."""
-        self.open = (self.weights > 0) & (self.alloc < self.cap[:, None])
+        self.open = (self.weights > 0) & (self.alloc < self.cap)
         for _ in range(self.weights.shape[1] - 1):
             if not bool(self.live().any()):
                 break
@@ -140,7 +147,7 @@ def _split(total, weights: torch.Tensor, cap) -> _Split:
         total = total.to(device).long().expand(B)
     else:
         total = torch.full((B,), int(total), dtype=torch.long, device=device)
-    return _Split(total, weights, torch.as_tensor(cap, device=device).long().expand(B))
+    return _Split(total[:, None], weights, torch.as_tensor(cap, device=device).long().expand(B)[:, None])
 
 
 def allocate_budgets(total, weights: torch.Tensor, cap) -> torch.Tensor:
@@ -164,22 +171,31 @@ def allocate_budgets(total, weights: torch.Tensor, cap) -> torch.Tensor:
 #: token dynamics below this are rounding noise of an unchanged vector (fp32 dot vs. norms) and count as 0
 ROUNDING_TOLERANCE = 1e-6
 
+#: score only the rows whose input can have changed (see :meth:`DynamicCacheUpdating._changed_rows`)
+#: when the all-row scoring pass would touch at least this many elements (``B · L · d``) on the
+#: device type: below that, the pass is cheaper than the extra gathers' op launches (CPU: ~8 µs an
+#: op vs. a pass over a cache-resident ``[B, L, d]``; a GPU streams far more per launch)
+EXACT_ROWS_MIN_ELEMENTS = {"cpu": 1 << 17}
+EXACT_ROWS_MIN_ELEMENTS_OTHER = 1 << 23
+
 
 def _f32(t: torch.Tensor) -> torch.Tensor:
     return t if t.dtype == torch.float32 else t.float()
 
 
-def _inverse_norm(t: torch.Tensor) -> torch.Tensor:
-    """``1 / ||t||`` along the last axis in fp32, ``[B, L]`` (zero vectors: 1e12)."""
-    return torch.linalg.vector_norm(t, dim=-1, dtype=torch.float32).clamp_min_(1e-12).reciprocal_()
+def _unit_(t: torch.Tensor) -> torch.Tensor:
+    """Scales the fp32 rows of ``t`` (the caller's own) to unit length in place (zero rows stay zero)."""
+    return t.div_(torch.linalg.vector_norm(t, dim=-1).clamp_min_(1e-12).unsqueeze_(-1))
 
 
-def _cosine_distance(cur: torch.Tensor, cur_inv: torch.Tensor, prev: torch.Tensor, prev_inv: torch.Tensor) -> torch.Tensor:
-    """``1 − cos`` along the last axis in fp32, ``[B, L]``, from the vectors and their inverse norms;
-    values up to :data:`ROUNDING_TOLERANCE` (an unchanged vector up to rounding) are 0, so an
-    unchanged layer has dynamics exactly 0."""
-    dot = torch.einsum("bld,bld->bl", _f32(cur), _f32(prev))
-    return F.threshold(1.0 - dot.mul_(cur_inv).mul_(prev_inv), ROUNDING_TOLERANCE, 0.0)
+def _cosine_distance_(prev: torch.Tensor, cur: torch.Tensor) -> torch.Tensor:
+    """``d = 1 − cos = ½ |v − u|²`` of unit rows ``v`` (``prev``, overwritten by ``v − u``) and ``u``
+    (``cur``), fp32, along the last axis (``[B, L]`` or ``[R]``); values up to
+    :data:`ROUNDING_TOLERANCE` are 0. Equal vectors give exactly 0 and small changes keep their
+    precision (no ``1 − cos`` cancellation). Computed per row the same way for any leading shape
+    (a gathered ``[R, d]`` gives the bits of the same rows of ``[B, L, d]``)."""
+    diff = prev.sub_(cur)
+    return F.threshold(torch.linalg.vecdot(diff, diff).mul_(0.5), ROUNDING_TOLERANCE, 0.0)
 
 
 @attrs.define
@@ -195,37 +211,53 @@ class DynamicCacheUpdating(CachePolicy):
     def start(self, run: RunInfo) -> None:
         self.layer_budget = self.budget if self.budget is not None else run.config.gen_length // 8
         self.total = self.layer_budget * run.n_layers
-        self.prev: list = [None] * run.n_layers          # previous step's (vectors [B, L, ·], 1/norms [B, L])
-        self.spare: list = [None] * run.n_layers         # per layer, the buffer the next step's vectors go to
-        self.sums: list = [None] * run.n_layers           # Σ_i d_i [B] per layer, this step
+        self.prev: list = [None] * run.n_layers          # per layer, the kept unit vectors [B, L, ·] (fp32)
+        self.spare: list = [None] * run.n_layers         # per layer, the buffer an all-row scoring writes to
+        self.flat: dict = {}                             # a kept vectors buffer's [B·L, ·] view, by id
         self.dynamics: Optional[torch.Tensor] = None    # s [B, n_layers] of the current step (after its last layer)
         self.prev_dynamics: Optional[torch.Tensor] = None
         self.budgets: Optional[torch.Tensor] = None     # B_l [B, n_layers] of the current step
         self.sizes: list = []                            # max_b B_l[b] per layer (host ints)
-        self.uniform = None                              # (budgets, sizes) of the uniform split, computed once
         self.full = True
+        self.tokens: Optional[torch.Tensor] = None      # the canvas of the last step scored
+        self.was_waiting = False
+        self.changed: Optional[torch.Tensor] = None     # flat rows b·L + i whose input may have changed; None = all
         valid = run.valid
+        B, L = valid.shape
         self.pad = None if bool(valid.all()) else ~valid
+        #: d of every layer this step [B, n_layers, L] (padding: -1, never a candidate) and its per-layer views
+        self.d_start = torch.zeros(B, run.n_layers, L, device=valid.device)
+        if self.pad is not None:
+            self.d_start.masked_fill_(self.pad[:, None], -1.0)
+        self.d = self.d_start.clone()
+        self.d_layers = self.d.unbind(1)
         self.valid_len = valid.sum(1)
         self.n_pad = (~valid).sum(1).float()
+        self.total_rows = torch.full((B, 1), self.total, dtype=torch.long, device=valid.device)
+        self.cap = self.valid_len[:, None]
+        self.ranks = torch.arange(L, device=valid.device)
+        self.ones = torch.ones(B, run.n_layers, dtype=torch.double, device=valid.device)
+        minimum = EXACT_ROWS_MIN_ELEMENTS.get(torch.device(run.device).type, EXACT_ROWS_MIN_ELEMENTS_OTHER)
+        self.track = self.score == "input" and B * L * run.d_model >= minimum
+        if self.track:
+            offsets = torch.arange(B, device=valid.device)[:, None] * L
+            first = valid.long().argmax(1)[:, None]
+            #: flat rows of each batch row's first valid positions, in order (where DCU's zero-d picks fall)
+            self.lead = (first + torch.arange(L, device=valid.device)).clamp_(max=L - 1) + offsets
+            self.offsets = offsets
 
-    def _budgets(self, weights: Optional[torch.Tensor], batch: int, n_layers: int) -> tuple:
-        """(B_l ``[B, n_layers]``, per-layer max and min over the batch) with one host sync (more
-        only when a layer overflows its row's length)."""
-        if weights is None and self.uniform is not None:
-            return self.uniform
-        w = weights if weights is not None else torch.ones(batch, n_layers, device=self.valid_len.device)
-        split = _split(self.total, w, self.valid_len)
+    def _budgets(self, weights: Optional[torch.Tensor], n_layers: int, moved: Optional[torch.Tensor]) -> tuple:
+        """(B_l ``[B, n_layers]``, per-layer max and min over the batch, the most changed tokens in
+        a batch row) with one host sync (more only when a layer overflows its row's length)."""
+        split = _Split(self.total_rows, self.ones if weights is None else weights.double(), self.cap)
         split.first()
-        extremes = lambda: torch.cat([split.alloc.amax(0), split.alloc.amin(0)])  # noqa: E731
-        *bounds, overflow = torch.cat([extremes(), split.remaining.amax().view(1)]).tolist()
+        extremes = lambda *more: torch.cat([split.alloc.amax(0), split.alloc.amin(0), *more])  # noqa: E731
+        tail = [split.remaining.amax()] + ([] if moved is None else [moved.amax()])
+        *bounds, overflow, n_moved = extremes(torch.stack(tail)).tolist() + ([None] if moved is None else [])
         if overflow > 0:
             split.finish()
             bounds = extremes().tolist()
-        out = (split.alloc, bounds[:n_layers], bounds[n_layers:])
-        if weights is None:
-            self.uniform = out
-        return out
+        return split.alloc, bounds[:n_layers], bounds[n_layers:], n_moved
 
     def step_start(self, state) -> bool:
         self.full = state.step == 0 or (self.score == "input" and self.prev[0] is None)
@@ -233,40 +265,111 @@ class DynamicCacheUpdating(CachePolicy):
         # by the engine), so each decodes as alone
         self.waiting = torch.tensor(state.waiting, device=state.x.device) if state.waiting else None
         self.budgets = None
+        # only rows whose token changed, or that an earlier layer recomputed, can have d > 0: score
+        # those (all rows after a step with waiting rows: their kept vectors are older)
+        exact = self.track and not (self.full or state.waiting or self.was_waiting)
+        self.was_waiting = bool(state.waiting)
+        self.changed = None
         if not self.full:
+            moved = state.x != self.tokens if exact else None
             proportional = self.allocation == "proportional" and self.prev_dynamics is not None
-            self.budgets, self.sizes, self.smallest = self._budgets(self.prev_dynamics if proportional else None,
-                                                                    state.batch_size, state.n_layers)
+            self.budgets, self.sizes, self.smallest, n_moved = self._budgets(
+                self.prev_dynamics if proportional else None, state.n_layers, None if moved is None else moved.sum(1))
+            # rank r of layer l's top set is written where r < B_l[b]: per layer [B, max_l size]
+            self.writable = (self.ranks[:max(self.sizes)] < self.budgets[:, :, None]).unbind(1)
+            if exact and 2 * n_moved <= state.length:
+                order = torch.sort(moved.to(torch.int8), dim=1, descending=True, stable=True).indices
+                self.changed = (order[:, :n_moved] + self.offsets).view(-1)
+                self.included: list = []   # the other policies' row sets already in `changed`
+                self.lead_rows = 0         # the leading rows already in `changed`
+                self.own = None            # this policy's answer at the previous layer
+                self.d.copy_(self.d_start)  # the rows not scored keep d = 0
+        self.tokens = state.x
         return self.full
 
-    def layer_rows(self, state, layer: int, context) -> Optional[RowSet]:
-        if self.score == "input":
-            # two buffers per layer, alternating: this step's vectors and the previous step's
-            # (reusing memory: a fresh multi-MB tensor per layer and step costs page faults)
-            cur = context.cosine_input(out=self.spare[layer])
-            inv = _inverse_norm(cur)
-            prev, self.prev[layer] = self.prev[layer], (cur, inv)
-            self.spare[layer] = None if prev is None else prev[0]
-        elif self.full:
-            return None  # value mode: the V cache is filled by this full step
-        else:
-            cur = context.values()
-            inv = _inverse_norm(cur)
-            ref = context.cached_values()  # still the previous step's V: the executor writes V after this call
-            prev = (ref, _inverse_norm(ref))
-        if prev is None:
+    def _changed_rows(self, context, length: int) -> Optional[torch.Tensor]:
+        """This layer's flat rows (``b·L + i``, entries may repeat) whose input may differ from the
+        kept vectors, or None (score every row: an earlier layer was dense, or the rows would reach
+        half the canvas). A row's input differs only if its token changed or an earlier layer of
+        this step recomputed it (:attr:`~dynamic_dllm.core.executor.LayerContext.upstream`). Of an
+        earlier layer's union, the other policies' sets are added once each (the same object at
+        every layer, e.g. the window, is added once); this policy's own top-B set adds only its
+        first ``B`` valid rows: its rows with d > 0 are changed rows already, and rows with d = 0
+        are taken left to right, so they lie among the first ``B`` valid positions."""
+        up = context.upstream
+        if self.changed is None or up is None:
+            return self.changed
+        if up.covers(length):
+            self.changed = None
             return None
-        d = _cosine_distance(cur, inv, *prev)
-        if self.waiting is not None and self.score == "input":
-            cur.index_copy_(0, self.waiting, prev[0].index_select(0, self.waiting))
-            inv.index_copy_(0, self.waiting, prev[1].index_select(0, self.waiting))
-        if self.pad is not None:
-            d.masked_fill_(self.pad, -1.0)  # padding: never a candidate; its -1s are undone in the sum
-            self.sums[layer] = d.sum(1) + self.n_pad
+        B = self.offsets.shape[0]
+        new = []
+        for part in up.parts or (up,):
+            if part is self.own:
+                if part.size > self.lead_rows:
+                    new.append(self.lead[:, self.lead_rows:part.size].reshape(-1))
+                    self.lead_rows = part.size
+            elif not any(part is seen for seen in self.included):
+                self.included.append(part)
+                new.append((part.positions(B, self.offsets.device) + self.offsets).view(-1) if part.is_span
+                           else part.flat_read(context.executor.read_offsets, length))
+        if new:
+            self.changed = torch.cat([self.changed, *new])
+            if 2 * self.changed.shape[0] > B * length:
+                self.changed = None
+        return self.changed
+
+    def _flat(self, t: torch.Tensor) -> torch.Tensor:
+        """``t``'s ``[B·L, ·]`` view, made once per kept buffer."""
+        view = self.flat.get(id(t))
+        if view is None or view.data_ptr() != t.data_ptr():
+            view = self.flat[id(t)] = t.view(-1, t.shape[-1])
+        return view
+
+    def _score_rows(self, context, layer: int, rows: torch.Tensor) -> None:
+        """Writes ``d`` of the flat ``rows`` into this layer's ``d`` (zero elsewhere: those inputs are
+        the kept vectors, bit for bit) and updates their kept vectors in place (repeated rows write
+        equal values)."""
+        kept = self._flat(self.prev[layer])
+        cur = _unit_(_f32(context.cosine_rows(rows)))
+        d = _cosine_distance_(kept.index_select(0, rows), cur)
+        kept.index_copy_(0, rows, cur)
+        self.d_layers[layer].put_(rows, d)
+
+    def _score_all(self, context, layer: int) -> bool:
+        """Writes ``d`` of every row into this layer's ``d`` (False on the first scoring of a layer:
+        nothing to compare with); this step's vectors go to the layer's spare buffer, which becomes
+        the kept one."""
+        if self.score == "input":
+            spare = self.spare[layer]
+            cur = _unit_(_f32(context.cosine_input(out=spare if spare is not None and spare.dtype == context.hidden.dtype else None)))
+            prev, self.prev[layer] = self.prev[layer], cur
+            self.spare[layer] = prev
+        elif self.full:
+            return False  # value mode: the V cache is filled by this full step
         else:
-            self.sums[layer] = d.sum(1)
+            cur = _unit_(context.values().to(torch.float32, copy=True))
+            # still the previous step's V: the executor writes V after this call
+            prev = _unit_(context.cached_values().to(torch.float32, copy=True))
+        if prev is None:
+            return False
+        kept = prev.index_select(0, self.waiting) if self.waiting is not None and self.score == "input" else None
+        self.d_layers[layer].copy_(_cosine_distance_(prev, cur))  # prev: the spare buffer, or a copy
+        if kept is not None:  # a waiting row keeps its vectors
+            cur.index_copy_(0, self.waiting, kept)
+        return True
+
+    def layer_rows(self, state, layer: int, context) -> Optional[RowSet]:
+        rows = self._changed_rows(context, state.length)
+        if rows is not None:
+            self._score_rows(context, layer, rows)
+        elif not self._score_all(context, layer):
+            return None
+        d = self.d_layers[layer]
+        if self.pad is not None:
+            d.masked_fill_(self.pad, -1.0)  # padding: never a candidate (its -1s are undone in the sums)
         if layer == state.n_layers - 1:
-            dynamics = torch.stack(self.sums, 1) / self.valid_len[:, None]
+            dynamics = (self.d.sum(2) + self.n_pad[:, None]) / self.valid_len[:, None]
             if self.waiting is not None:  # no previous dynamics yet: the uniform split (all-ones weights)
                 if self.prev_dynamics is None:
                     dynamics.index_fill_(0, self.waiting, 1.0)
@@ -274,12 +377,15 @@ class DynamicCacheUpdating(CachePolicy):
                     dynamics.index_copy_(0, self.waiting, self.prev_dynamics.index_select(0, self.waiting))
             self.dynamics = self.prev_dynamics = dynamics
         if self.full or self.sizes[layer] == 0:
+            self.own = None
             return None
         if self.smallest[layer] == state.length:  # every row of every batch row: a dense layer
-            return RowSet.span(0, state.length)
-        # the top B_l[b] rows of each batch row; equal scores (e.g. unchanged rows, d = 0) are taken
-        # left to right, so the choice does not depend on how many padding rows precede a sequence
-        return RowSet.top(d, self.budgets[:, layer], self.sizes[layer])
+            self.own = RowSet.span(0, state.length)
+        else:
+            # the top B_l[b] rows of each batch row; equal scores (e.g. unchanged rows, d = 0) are taken
+            # left to right, so the choice does not depend on how many padding rows precede a sequence
+            self.own = RowSet.ranked(d, self.writable[layer][:, :self.sizes[layer]])
+        return self.own
 
 
 @attrs.define
