@@ -370,14 +370,14 @@ def test_scoring_changed_rows_only_with_waiting_rows(tiny_lm, cache, changed_row
 
 
 def test_equal_vectors_have_zero_dynamics_at_any_width():
-    """½|v − u|² of unit rows is exactly 0 for equal rows (1 − cos of the same vectors would round
-    to up to ~3e-6 at these widths, above the tolerance), whatever the scale."""
-    from dynamic_dllm.policies.dcu import _cosine_distance_
+    """|v − u|² (= 2(1 − cos)) of unit rows is exactly 0 for equal rows (1 − cos of the same vectors
+    would round to up to ~3e-6 at these widths, above the tolerance), whatever the scale."""
+    from dynamic_dllm.policies.dcu import _twice_distance_
 
     g = torch.Generator().manual_seed(0)
     for width in (64, 512, 4096):
         x = torch.randn(500, width, generator=g) * torch.logspace(-3, 4, 500)[:, None]
         u = _unit_(x.clone())
-        assert not bool(_cosine_distance_(u.clone(), u).any())
+        assert not bool(_twice_distance_(u.clone(), u).any())
         v = _unit_(x + 1e-2 * torch.randn(500, width, generator=g) * x.abs().mean(1, keepdim=True))
-        assert bool((_cosine_distance_(v, u) > 0).all())
+        assert bool((_twice_distance_(v, u) > 0).all())

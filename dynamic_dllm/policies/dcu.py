@@ -24,7 +24,7 @@ Unlike the released code (layer 0 always fully recomputed, response rows only, b
 follows the paper: every layer is scored, candidates are all valid rows of the canvas, and each
 batch row has its own dynamics, budgets and index sets.
 
-Token dynamics are computed as ``d = ½ |v − u|²`` of the unit vectors ``u, v`` (= ``1 − cos``, but
+Token dynamics are computed from ``2d = |v − u|²`` of the unit vectors ``u, v`` (``d`` = ``1 − cos``, but
 exactly 0 for an unchanged vector and without ``1 − cos``'s cancellation for small changes). The
 cosine of RMSNorm outputs equals the cosine of ``w ⊙ x`` (the per-row ``1/rms`` cancels; the model's
 norm says so through ``scale_free``, see
@@ -109,9 +109,8 @@ class _Split:
         general pass with its masks folded away (``where(open, w, 0) = w`` as ``w ≥ 0``)."""
         w = self.weights
         alloc = _largest_remainder(self.total * w / w.sum(1, keepdim=True), self.total)
-        over = (alloc - self.cap).clamp_min(0)
-        self.alloc = alloc - over
-        self.remaining = over.sum(1)
+        self.alloc = torch.minimum(alloc, self.cap)
+        self.remaining = (alloc - self.alloc).sum(1)
 
     def live(self) -> torch.Tensor:
         return (self.remaining > 0) & (torch.where(self.open, self.weights, 0.0).sum(1) > 0)
@@ -168,7 +167,7 @@ def allocate_budgets(total, weights: torch.Tensor, cap) -> torch.Tensor:
     return split.finish()
 
 
-#: token dynamics below this are rounding noise of an unchanged vector (fp32 dot vs. norms) and count as 0
+#: token dynamics at most this count as 0 (changes below the rounding of an fp32 cosine)
 ROUNDING_TOLERANCE = 1e-6
 
 #: score only the rows whose input can have changed (see :meth:`DynamicCacheUpdating._changed_rows`)
@@ -185,17 +184,17 @@ def _f32(t: torch.Tensor) -> torch.Tensor:
 
 def _unit_(t: torch.Tensor) -> torch.Tensor:
     """Scales the fp32 rows of ``t`` (the caller's own) to unit length in place (zero rows stay zero)."""
-    return t.div_(torch.linalg.vector_norm(t, dim=-1).clamp_min_(1e-12).unsqueeze_(-1))
+    return t.div_(torch.linalg.vector_norm(t, dim=-1, keepdim=True).clamp_min_(1e-12))
 
 
-def _cosine_distance_(prev: torch.Tensor, cur: torch.Tensor) -> torch.Tensor:
-    """``d = 1 − cos = ½ |v − u|²`` of unit rows ``v`` (``prev``, overwritten by ``v − u``) and ``u``
-    (``cur``), fp32, along the last axis (``[B, L]`` or ``[R]``); values up to
-    :data:`ROUNDING_TOLERANCE` are 0. Equal vectors give exactly 0 and small changes keep their
+def _twice_distance_(prev: torch.Tensor, cur: torch.Tensor) -> torch.Tensor:
+    """``2d = |v − u|²`` of unit rows ``v`` (``prev``, overwritten by ``v − u``) and ``u`` (``cur``)
+    in fp32 along the last axis (``[B, L]`` or ``[R]``), where ``d = 1 − cos``; ``d`` up to
+    :data:`ROUNDING_TOLERANCE` gives 0. Equal vectors give exactly 0 and small changes keep their
     precision (no ``1 − cos`` cancellation). Computed per row the same way for any leading shape
     (a gathered ``[R, d]`` gives the bits of the same rows of ``[B, L, d]``)."""
     diff = prev.sub_(cur)
-    return F.threshold(torch.linalg.vecdot(diff, diff).mul_(0.5), ROUNDING_TOLERANCE, 0.0)
+    return F.threshold(torch.linalg.vecdot(diff, diff), 2 * ROUNDING_TOLERANCE, 0.0)
 
 
 @attrs.define
@@ -225,14 +224,15 @@ class DynamicCacheUpdating(CachePolicy):
         valid = run.valid
         B, L = valid.shape
         self.pad = None if bool(valid.all()) else ~valid
-        #: d of every layer this step [B, n_layers, L] (padding: -1, never a candidate) and its per-layer views
+        #: 2d of every layer this step [B, n_layers, L] (padding: -2, never a candidate) and its per-layer
+        #: views (2d: the scale is exact, ranks the same, and is undone once a step in the dynamics)
         self.d_start = torch.zeros(B, run.n_layers, L, device=valid.device)
         if self.pad is not None:
-            self.d_start.masked_fill_(self.pad[:, None], -1.0)
+            self.d_start.masked_fill_(self.pad[:, None], -2.0)
         self.d = self.d_start.clone()
         self.d_layers = self.d.unbind(1)
         self.valid_len = valid.sum(1)
-        self.n_pad = (~valid).sum(1).float()
+        self.n_pad = (~valid).sum(1).float() * 2
         self.total_rows = torch.full((B, 1), self.total, dtype=torch.long, device=valid.device)
         self.cap = self.valid_len[:, None]
         self.ranks = torch.arange(L, device=valid.device)
@@ -251,12 +251,16 @@ class DynamicCacheUpdating(CachePolicy):
         a batch row) with one host sync (more only when a layer overflows its row's length)."""
         split = _Split(self.total_rows, self.ones if weights is None else weights.double(), self.cap)
         split.first()
-        extremes = lambda *more: torch.cat([split.alloc.amax(0), split.alloc.amin(0), *more])  # noqa: E731
-        tail = [split.remaining.amax()] + ([] if moved is None else [moved.amax()])
-        *bounds, overflow, n_moved = extremes(torch.stack(tail)).tolist() + ([None] if moved is None else [])
+        tail = [split.remaining] + ([] if moved is None else [moved])
+        if split.alloc.shape[0] == 1:  # one batch row: its budgets are the maxima and minima
+            values = torch.cat([split.alloc.view(-1), *tail]).tolist()
+            values = values[:n_layers] * 2 + values[n_layers:]
+        else:
+            values = torch.cat([split.alloc.amax(0), split.alloc.amin(0), torch.stack([t.amax() for t in tail])]).tolist()
+        *bounds, overflow, n_moved = values + ([None] if moved is None else [])
         if overflow > 0:
             split.finish()
-            bounds = extremes().tolist()
+            bounds = torch.cat([split.alloc.amax(0), split.alloc.amin(0)]).tolist()
         return split.alloc, bounds[:n_layers], bounds[n_layers:], n_moved
 
     def step_start(self, state) -> bool:
@@ -278,8 +282,8 @@ class DynamicCacheUpdating(CachePolicy):
             # rank r of layer l's top set is written where r < B_l[b]: per layer [B, max_l size]
             self.writable = (self.ranks[:max(self.sizes)] < self.budgets[:, :, None]).unbind(1)
             if exact and 2 * n_moved <= state.length:
-                order = torch.sort(moved.to(torch.int8), dim=1, descending=True, stable=True).indices
-                self.changed = (order[:, :n_moved] + self.offsets).view(-1)
+                rows = torch.topk(moved.view(torch.uint8), n_moved, dim=1, sorted=False).indices  # all changed, any order
+                self.changed = (rows if state.batch_size == 1 else rows + self.offsets).view(-1)
                 self.included: list = []   # the other policies' row sets already in `changed`
                 self.lead_rows = 0         # the leading rows already in `changed`
                 self.own = None            # this policy's answer at the previous layer
@@ -332,7 +336,7 @@ class DynamicCacheUpdating(CachePolicy):
         equal values)."""
         kept = self._flat(self.prev[layer])
         cur = _unit_(_f32(context.cosine_rows(rows)))
-        d = _cosine_distance_(kept.index_select(0, rows), cur)
+        d = _twice_distance_(kept.index_select(0, rows), cur)
         kept.index_copy_(0, rows, cur)
         self.d_layers[layer].put_(rows, d)
 
@@ -354,7 +358,7 @@ class DynamicCacheUpdating(CachePolicy):
         if prev is None:
             return False
         kept = prev.index_select(0, self.waiting) if self.waiting is not None and self.score == "input" else None
-        self.d_layers[layer].copy_(_cosine_distance_(prev, cur))  # prev: the spare buffer, or a copy
+        self.d_layers[layer].copy_(_twice_distance_(prev, cur))  # prev: the spare buffer, or a copy
         if kept is not None:  # a waiting row keeps its vectors
             cur.index_copy_(0, self.waiting, kept)
         return True
@@ -367,9 +371,9 @@ class DynamicCacheUpdating(CachePolicy):
             return None
         d = self.d_layers[layer]
         if self.pad is not None:
-            d.masked_fill_(self.pad, -1.0)  # padding: never a candidate (its -1s are undone in the sums)
+            d.masked_fill_(self.pad, -2.0)  # padding: never a candidate (its -2s are undone in the sums)
         if layer == state.n_layers - 1:
-            dynamics = (self.d.sum(2) + self.n_pad[:, None]) / self.valid_len[:, None]
+            dynamics = (self.d.sum(2) + self.n_pad[:, None]).mul_(0.5) / self.valid_len[:, None]
             if self.waiting is not None:  # no previous dynamics yet: the uniform split (all-ones weights)
                 if self.prev_dynamics is None:
                     dynamics.index_fill_(0, self.waiting, 1.0)
@@ -398,43 +402,46 @@ class UpdateWindow(CachePolicy):
 
     def start(self, run: RunInfo) -> None:
         self.width = self.size if self.size is not None else run.config.gen_length // 8
-        self.key = torch.full((run.batch_size,), run.prompt_length - 1, dtype=torch.long, device=run.device)
-        self.rows: Optional[RowSet] = None
         L = run.length
-        self.first = run.valid.long().argmax(1)                      # first real token of each row
+        #: key + 1 per batch row [B, 1] (0 would be "no key"; before the first commit: the last prompt position)
+        self.key_next = torch.full((run.batch_size, 1), run.prompt_length, dtype=torch.long, device=run.device)
+        self.places = torch.arange(1, L + 1, device=run.device)      # position + 1
+        self.rows: Optional[RowSet] = None
+        self.first = run.valid.long().argmax(1, keepdim=True)        # first real token of each row [B, 1]
         n = torch.clamp(L - self.first, max=self.width)              # the window's rows in each batch row
-        counts = n.tolist()                                          # once per generation
-        self.n, self.R = n, max(counts)
+        counts = n.view(-1).tolist()                                 # once per generation
+        self.R = max(counts)
+        self.last_start = L - n                                      # the last start keeping n rows inside
         self.offsets = torch.arange(self.R, device=run.device)
-        self.writable = None if min(counts) == self.R else self.offsets < n[:, None]
+        self.writable = None if min(counts) == self.R else self.offsets < n
         self.everything = self.R == L and self.writable is None     # every row of every batch row
 
     def step_start(self, state) -> bool:
-        committed = state.last_committed
-        L = committed.shape[1]
-        rightmost = L - 1 - committed.flip(1).long().argmax(1)
-        self.key = torch.where(committed.any(1), rightmost, self.key)
+        reach = (state.last_committed * self.places).amax(1, keepdim=True)  # rightmost commit + 1, or 0
+        self.key_next = torch.where(reach > 0, reach, self.key_next)
+        L = state.last_committed.shape[1]
         if self.width == 0:
             self.rows = None
         elif self.everything:
             self.rows = RowSet.span(0, L)
         else:
-            self.rows = window_rows(self.key, self.first, self.n, self.offsets, self.writable, L, self.width,
-                                    state.logit_shift)
+            self.rows = window_rows(self.key_next, self.first, self.last_start, self.offsets, self.writable, L,
+                                    self.width, state.logit_shift)
         return False
 
     def layer_rows(self, state, layer: int, context) -> Optional[RowSet]:
         return self.rows
 
 
-def window_rows(key: torch.Tensor, first: torch.Tensor, n: torch.Tensor, offsets: torch.Tensor,
+def window_rows(key_next: torch.Tensor, first: torch.Tensor, last_start: torch.Tensor, offsets: torch.Tensor,
                 writable: Optional[torch.Tensor], length: int, size: int, shift: int) -> RowSet:
     """The ``n[b] = min(size, length − first[b])`` rows centred on ``key − shift`` per batch row
-    (one more row to the right for even sizes), shifted to stay inside ``[first[b], length)``;
-    as an index of ``len(offsets)`` entries, those past ``n[b]`` not writable."""
-    start = key - shift - (size - 1) // 2
-    start = torch.maximum(torch.minimum(start, length - n), first)
-    index = start[:, None] + offsets
+    (``key_next`` = key + 1, ``[B, 1]``; one more row to the right for even sizes), shifted to stay
+    inside ``[first[b], length)`` (``last_start`` = ``length − n``); as an index of ``len(offsets)``
+    entries, those past ``n[b]`` not writable."""
+    start = key_next - (1 + shift + (size - 1) // 2)
+    start = torch.maximum(torch.minimum(start, last_start), first)
+    index = start + offsets
     if writable is not None:
         index = index.clamp(max=length - 1)
     return RowSet.indexed(index, writable)
