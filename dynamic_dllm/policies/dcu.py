@@ -66,7 +66,6 @@ from typing import Optional
 
 import attrs
 import torch
-import torch.nn.functional as F
 
 from ..core.validators import integer, one_of
 from ..core.policy import CachePolicy, RunInfo
@@ -194,7 +193,7 @@ def _twice_distance_(prev: torch.Tensor, cur: torch.Tensor) -> torch.Tensor:
     precision (no ``1 − cos`` cancellation). Computed per row the same way for any leading shape
     (a gathered ``[R, d]`` gives the bits of the same rows of ``[B, L, d]``)."""
     diff = prev.sub_(cur)
-    return F.threshold(torch.linalg.vecdot(diff, diff), 2 * ROUNDING_TOLERANCE, 0.0)
+    return torch.threshold(torch.linalg.vecdot(diff, diff), 2 * ROUNDING_TOLERANCE, 0.0)
 
 
 @attrs.define
@@ -212,7 +211,7 @@ class DynamicCacheUpdating(CachePolicy):
         self.total = self.layer_budget * run.n_layers
         self.prev: list = [None] * run.n_layers          # per layer, the kept unit vectors [B, L, ·] (fp32)
         self.spare: list = [None] * run.n_layers         # per layer, the buffer an all-row scoring writes to
-        self.flat: dict = {}                             # a kept vectors buffer's [B·L, ·] view, by id
+        self.kept_rows: list = [None] * run.n_layers     # per layer, the kept vectors as [B·L, ·] (a view)
         self.dynamics: Optional[torch.Tensor] = None    # s [B, n_layers] of the current step (after its last layer)
         self.prev_dynamics: Optional[torch.Tensor] = None
         self.budgets: Optional[torch.Tensor] = None     # B_l [B, n_layers] of the current step
@@ -284,7 +283,7 @@ class DynamicCacheUpdating(CachePolicy):
             if exact and 2 * n_moved <= state.length:
                 rows = torch.topk(moved.view(torch.uint8), n_moved, dim=1, sorted=False).indices  # all changed, any order
                 self.changed = (rows if state.batch_size == 1 else rows + self.offsets).view(-1)
-                self.included: list = []   # the other policies' row sets already in `changed`
+                self.included: dict = {}   # the other policies' row sets already in `changed` (by id)
                 self.lead_rows = 0         # the leading rows already in `changed`
                 self.own = None            # this policy's answer at the previous layer
                 self.d.copy_(self.d_start)  # the rows not scored keep d = 0
@@ -310,11 +309,12 @@ class DynamicCacheUpdating(CachePolicy):
         new = []
         for part in up.parts or (up,):
             if part is self.own:
-                if part.size > self.lead_rows:
-                    new.append(self.lead[:, self.lead_rows:part.size].reshape(-1))
-                    self.lead_rows = part.size
-            elif not any(part is seen for seen in self.included):
-                self.included.append(part)
+                if part.size > self.lead_rows:  # at once the leading rows of every layer's set this step
+                    size = max(self.sizes)
+                    new.append(self.lead[:, self.lead_rows:size].reshape(-1))
+                    self.lead_rows = size
+            elif id(part) not in self.included:
+                self.included[id(part)] = part
                 new.append((part.positions(B, self.offsets.device) + self.offsets).view(-1) if part.is_span
                            else part.flat_read(context.executor.read_offsets, length))
         if new:
@@ -323,18 +323,11 @@ class DynamicCacheUpdating(CachePolicy):
                 self.changed = None
         return self.changed
 
-    def _flat(self, t: torch.Tensor) -> torch.Tensor:
-        """``t``'s ``[B·L, ·]`` view, made once per kept buffer."""
-        view = self.flat.get(id(t))
-        if view is None or view.data_ptr() != t.data_ptr():
-            view = self.flat[id(t)] = t.view(-1, t.shape[-1])
-        return view
-
     def _score_rows(self, context, layer: int, rows: torch.Tensor) -> None:
         """Writes ``d`` of the flat ``rows`` into this layer's ``d`` (zero elsewhere: those inputs are
         the kept vectors, bit for bit) and updates their kept vectors in place (repeated rows write
         equal values)."""
-        kept = self._flat(self.prev[layer])
+        kept = self.kept_rows[layer]
         cur = _unit_(_f32(context.cosine_rows(rows)))
         d = _twice_distance_(kept.index_select(0, rows), cur)
         kept.index_copy_(0, rows, cur)
@@ -349,6 +342,8 @@ class DynamicCacheUpdating(CachePolicy):
             cur = _unit_(_f32(context.cosine_input(out=spare if spare is not None and spare.dtype == context.hidden.dtype else None)))
             prev, self.prev[layer] = self.prev[layer], cur
             self.spare[layer] = prev
+            if self.track:
+                self.kept_rows[layer] = cur.view(-1, cur.shape[-1])
         elif self.full:
             return False  # value mode: the V cache is filled by this full step
         else:
