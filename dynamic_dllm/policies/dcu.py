@@ -62,7 +62,8 @@ spec (:data:`PRESET`).
 
 from __future__ import annotations
 
-from typing import Optional
+import math
+from typing import Optional, Sequence
 
 import attrs
 import torch
@@ -81,71 +82,35 @@ PRESET = Alias("dcu+window", params={"budget": "dcu.budget", "window": "window.s
                summary="Dynamic-dLLM cache preset = dcu + window (union of DCU's top-B_l rows and the update window).")
 
 
-def _largest_remainder(quota: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
-    """Integers ``[B, n]`` with row sums ``total`` ``[B, 1]``: floors of ``quota`` plus one for the
-    ``total − Σ floor`` largest fractional parts (ties to the lower index)."""
-    base = quota.floor()
-    short = (total - base.sum(1, keepdim=True)).round()
-    order = torch.sort(quota - base, dim=1, descending=True, stable=True).indices
-    ranks = torch.arange(quota.shape[1], device=quota.device)
-    extra = torch.zeros_like(order, dtype=torch.bool).scatter_(1, order, ranks < short)  # rank r < short: +1
-    return (base + extra).long()
+def _largest_remainder(quota: Sequence[float], total: int) -> list:
+    """Floors of ``quota`` plus one for the ``total − Σ floor`` largest fractional parts (ties to
+    the lower index)."""
+    base = [math.floor(q) for q in quota]
+    frac = [q - b for q, b in zip(quota, base)]
+    for i in sorted(range(len(base)), key=lambda i: -frac[i])[:round(total - sum(base))]:
+        base[i] += 1
+    return base
 
 
-class _Split:
-    """State of :func:`allocate_budgets`' passes: each pass splits the remaining total over the
-    open layers by largest remainder, caps, and carries the overflow to the next pass. The first
-    pass (:meth:`first`) is the common case and needs no host sync; :meth:`finish` runs the rest.
-    ``total`` and ``cap`` are long ``[B, 1]``, ``weights`` double ``[B, n]``."""
-
-    def __init__(self, total: torch.Tensor, weights: torch.Tensor, cap: torch.Tensor):
-        self.weights = torch.where(weights.sum(1, keepdim=True) > 0, weights, 1.0)  # all zero: uniform
-        self.cap = cap
-        self.total = total
-
-    def first(self) -> None:
-        """Pass 1, where every layer with weight > 0 is open and the whole total remains: the
-        general pass with its masks folded away (``where(open, w, 0) = w`` as ``w ≥ 0``)."""
-        w = self.weights
-        alloc = _largest_remainder(self.total * w / w.sum(1, keepdim=True), self.total)
-        self.alloc = torch.minimum(alloc, self.cap)
-        self.remaining = (alloc - self.alloc).sum(1)
-
-    def live(self) -> torch.Tensor:
-        return (self.remaining > 0) & (torch.where(self.open, self.weights, 0.0).sum(1) > 0)
-
-    def step(self) -> None:
-        """One pass (a no-op where nothing is live, so the first needs no check)."""
-        w = torch.where(self.open, self.weights, torch.zeros_like(self.weights))
-        wsum = w.sum(1)
-        live = (self.remaining > 0) & (wsum > 0)
-        quota = torch.where(live[:, None], self.remaining[:, None].double() * w / wsum.clamp_min(1e-300)[:, None],
-                            torch.zeros_like(w))
-        self.alloc = self.alloc + _largest_remainder(quota, torch.where(live, self.remaining, 0)[:, None])
-        over = (self.alloc - self.cap).clamp_min(0)
-        self.alloc = self.alloc - over
-        self.remaining = torch.where(live, over.sum(1), torch.zeros_like(self.remaining))
-        self.open = self.open & (self.alloc < self.cap)
-
-    def finish(self) -> torch.Tensor:
-        """The remaining passes (at most ``n − 1``; each closes a layer or ends the overflow)."""
-        self.open = (self.weights > 0) & (self.alloc < self.cap)
-        for _ in range(self.weights.shape[1] - 1):
-            if not bool(self.live().any()):
-                break
-            self.step()
-        return self.alloc
-
-
-def _split(total, weights: torch.Tensor, cap) -> _Split:
-    weights = weights.double()
-    B = weights.shape[0]
-    device = weights.device
-    if isinstance(total, torch.Tensor):
-        total = total.to(device).long().expand(B)
-    else:
-        total = torch.full((B,), int(total), dtype=torch.long, device=device)
-    return _Split(total[:, None], weights, torch.as_tensor(cap, device=device).long().expand(B)[:, None])
+def split_budget(total: int, weights: Sequence[float], cap: int) -> list:
+    """One batch row of :func:`allocate_budgets`, in host arithmetic (doubles): passes that split
+    what remains over the open layers (weight > 0, under ``cap``) by largest remainder, cap, and
+    carry the overflow to the next pass (at most one pass per layer)."""
+    n = len(weights)
+    w = [float(x) for x in weights] if sum(weights) > 0 else [1.0] * n
+    alloc, remaining, open_ = [0] * n, total, [x > 0 for x in w]
+    for _ in range(n):
+        wsum = sum(x for x, o in zip(w, open_) if o)
+        if remaining <= 0 or wsum <= 0:
+            break
+        add = _largest_remainder([remaining * x / wsum if o else 0.0 for x, o in zip(w, open_)], remaining)
+        remaining = 0
+        for i in range(n):
+            a = alloc[i] + add[i]
+            alloc[i] = min(a, cap)
+            remaining += a - alloc[i]
+            open_[i] = open_[i] and alloc[i] < cap
+    return alloc
 
 
 def allocate_budgets(total, weights: torch.Tensor, cap) -> torch.Tensor:
@@ -155,15 +120,17 @@ def allocate_budgets(total, weights: torch.Tensor, cap) -> torch.Tensor:
     weight is zero (unless a row's weights are all zero: then uniform), rounded by largest
     remainder; a layer over ``cap`` is capped and its overflow redistributed (same rule) over the
     uncapped layers with weight > 0. Row sums equal ``min(total, cap · #layers with weight > 0)``
-    — exactly ``total`` whenever the layers that changed can absorb it.
+    — exactly ``total`` whenever the layers that changed can absorb it. (:func:`split_budget` per row.)
     """
-    if bool((torch.as_tensor(total) < 0).any()):
+    B = weights.shape[0]
+    totals = torch.as_tensor(total).expand(B).tolist()
+    caps = torch.as_tensor(cap).expand(B).tolist()
+    if min(totals) < 0:
         raise ValueError("the total budget must be >= 0")
     if bool((weights < 0).any()) or not bool(torch.isfinite(weights).all()):
         raise ValueError("layer weights must be finite and >= 0")
-    split = _split(total, weights, cap)
-    split.first()
-    return split.finish()
+    rows = [split_budget(int(t), w, int(c)) for t, w, c in zip(totals, weights.double().tolist(), caps)]
+    return torch.tensor(rows, dtype=torch.long, device=weights.device).view(B, -1)
 
 
 #: token dynamics at most this count as 0 (changes below the rounding of an fp32 cosine)
@@ -232,10 +199,9 @@ class DynamicCacheUpdating(CachePolicy):
         self.d_layers = self.d.unbind(1)
         self.valid_len = valid.sum(1)
         self.n_pad = (~valid).sum(1).float() * 2
-        self.total_rows = torch.full((B, 1), self.total, dtype=torch.long, device=valid.device)
-        self.cap = self.valid_len[:, None]
+        self.caps = self.valid_len.tolist()                # once per generation
+        self.uniform = None                                # the uniform split's budgets (host), made once
         self.ranks = torch.arange(L, device=valid.device)
-        self.ones = torch.ones(B, run.n_layers, dtype=torch.double, device=valid.device)
         minimum = EXACT_ROWS_MIN_ELEMENTS.get(torch.device(run.device).type, EXACT_ROWS_MIN_ELEMENTS_OTHER)
         self.track = self.score == "input" and B * L * run.d_model >= minimum
         if self.track:
@@ -246,21 +212,23 @@ class DynamicCacheUpdating(CachePolicy):
             self.offsets = offsets
 
     def _budgets(self, weights: Optional[torch.Tensor], n_layers: int, moved: Optional[torch.Tensor]) -> tuple:
-        """(B_l ``[B, n_layers]``, per-layer max and min over the batch, the most changed tokens in
-        a batch row) with one host sync (more only when a layer overflows its row's length)."""
-        split = _Split(self.total_rows, self.ones if weights is None else weights.double(), self.cap)
-        split.first()
-        tail = [split.remaining] + ([] if moved is None else [moved])
-        if split.alloc.shape[0] == 1:  # one batch row: its budgets are the maxima and minima
-            values = torch.cat([split.alloc.view(-1), *tail]).tolist()
-            values = values[:n_layers] * 2 + values[n_layers:]
+        """(B_l ``[B, n_layers]`` on the device, per-layer max and min over the batch, the most changed
+        tokens in a batch row): the layer weights and the changed-token counts come to the host in
+        one sync (none for the uniform split without tracking), the split is host arithmetic."""
+        B = len(self.caps)
+        values = torch.cat([t.reshape(-1).float() for t in (weights, moved) if t is not None]).tolist() if (
+            weights is not None or moved is not None) else []
+        n_moved = int(max(values[-B:])) if moved is not None else None
+        if weights is not None:
+            budgets = [split_budget(self.total, values[b * n_layers:(b + 1) * n_layers], self.caps[b]) for b in range(B)]
         else:
-            values = torch.cat([split.alloc.amax(0), split.alloc.amin(0), torch.stack([t.amax() for t in tail])]).tolist()
-        *bounds, overflow, n_moved = values + ([None] if moved is None else [])
-        if overflow > 0:
-            split.finish()
-            bounds = torch.cat([split.alloc.amax(0), split.alloc.amin(0)]).tolist()
-        return split.alloc, bounds[:n_layers], bounds[n_layers:], n_moved
+            if self.uniform is None:
+                self.uniform = [split_budget(self.total, [1.0] * n_layers, cap) for cap in self.caps]
+            budgets = self.uniform
+        columns = list(zip(*budgets))
+        device = self.valid_len.device
+        return (torch.tensor(budgets, dtype=torch.long, device=device), [max(c) for c in columns],
+                [min(c) for c in columns], n_moved)
 
     def step_start(self, state) -> bool:
         self.full = state.step == 0 or (self.score == "input" and self.prev[0] is None)
