@@ -35,12 +35,14 @@ Bookkeeping cost: a row's layer input can differ from the previous step's only i
 changed or an earlier layer of this step recomputed it (every other row adds the same cached
 attention and FFN outputs to the same input, bit for bit); elsewhere ``d = 0`` exactly. On large
 canvases (:data:`EXACT_ROWS_MIN_ELEMENTS`) DCU scores only those rows: per layer a gather, a
-multiply, a norm, a dot product and two scatters over about ``changed tokens + window + max B_l``
-rows (:meth:`DynamicCacheUpdating._changed_rows`), then one stable sort of ``[B, L]`` (ties left to
-right). On small ones, and after a step with waiting rows, it scores every row (the same bits).
-Budgets are computed once per step for all layers, with one host sync (the per-layer maximum
-``max_b B_l[b]``, the row set's size, and the changed-token count). A layer's row set is the first
-``max_b B_l[b]`` of the sorted order, entries past ``B_l[b]`` padding (computed, not written).
+multiply, a norm, a difference, a dot product and two scatters over about
+``changed tokens + window + max B_l`` rows (:meth:`DynamicCacheUpdating._changed_rows`), then one
+stable sort of ``[B, L]`` (ties left to right). On small ones, and after a step with waiting rows,
+it scores every row (the same bits). The budgets are split once per step for all layers, on the
+host (:func:`split_budget`), after the step's one host sync (the previous step's layer dynamics
+and the changed-token count; none for the uniform split when not tracking changed rows). A
+layer's row set is the first ``max_b B_l[b]`` of the sorted order, entries past ``B_l[b]``
+padding (computed, not written).
 
 ``window`` (paper Eq. 7): every layer also recomputes the ``size`` rows centred on the key token —
 the position committed at the previous step. With several commits the *rightmost* one is the key
