@@ -91,11 +91,15 @@ class LayerContext:
             return scale_free(self.hidden, out=out)
         return self.normed().clone() if out is None else out.copy_(self.normed())
 
-    def cosine_rows(self, flat: torch.Tensor) -> torch.Tensor:
-        """:meth:`cosine_input` of the rows ``flat`` of the row-flattened canvas (``b·L + i``), ``[R, d]``."""
+    def flat_hidden(self) -> torch.Tensor:
+        """``hidden`` as ``[B·L, d]`` (a view)."""
         if self.hidden_rows is None:
             self.hidden_rows = self.hidden.reshape(-1, self.hidden.shape[-1])
-        rows = self.hidden_rows.index_select(0, flat)
+        return self.hidden_rows
+
+    def cosine_rows(self, flat: torch.Tensor) -> torch.Tensor:
+        """:meth:`cosine_input` of the rows ``flat`` of the row-flattened canvas (``b·L + i``), ``[R, d]``."""
+        rows = self.flat_hidden().index_select(0, flat)
         scale_free = getattr(self.parts.attn_norm, "scale_free", None)
         return scale_free(rows, out=rows) if scale_free is not None else self.parts.attn_norm(rows)
 
@@ -306,7 +310,7 @@ class PartialLayerExecutor:
         B, L = self.shape
         if self.stream is None or self.stream[0].dtype != x.dtype:
             self.stream = [torch.empty_like(x) for _ in range(3)]  # layer inputs (alternating), h
-            self.stream_rows = [t.view(B * L, -1) for t in self.stream[:2]]
+            self.stream_rows = [t.view(B * L, -1) for t in self.stream]  # the same, [B·L, d]
         store = self.keep_cache
         full = full or not store or not self.ready
         if store and not self.ready:
@@ -385,10 +389,10 @@ class PartialLayerExecutor:
         p, x, rope, view, flat = self.parts[i], ctx.hidden, self.rope, self.view, self.flat
         (B, L), R = self.shape, rows.size
         read, write = rows.flat_read(self.read_offsets, L), rows.flat_write(self.write_offsets, L)
-        src = ctx._normed if ctx._normed is not None else x
-        xn = src.reshape(B * L, -1).index_select(0, read)
-        if ctx._normed is None:
-            xn = p.attn_norm(xn)
+        if ctx._normed is not None:
+            xn = ctx._normed.reshape(B * L, -1).index_select(0, read)
+        else:
+            xn = p.attn_norm(ctx.flat_hidden().index_select(0, read))
         cos, sin = (t.index_select(0, read) for t in self.rope_flat)
         v_given, v_write = self._fresh_value_rows(ctx, rows, read, write)
         q, k_rot, v = self.project(p, xn, cos, sin, rope, self.heads, None, v_given)
@@ -400,7 +404,7 @@ class PartialLayerExecutor:
         a = self.attend(p, q.view(B, R, *q.shape[1:]), view["k_rot"][i], view["v"][i], self._queries_mask(ctx.key_mask, rows_mask))
         flat["attn"][i].index_copy_(0, write, a.view(B * R, -1))
         h = torch.add(x, view["attn"][i], out=self.stream[2])
-        flat["ffn"][i].index_copy_(0, write, self.feed_forward(p, h.view(B * L, -1).index_select(0, read)))
+        flat["ffn"][i].index_copy_(0, write, self.feed_forward(p, self.stream_rows[2].index_select(0, read)))
         return torch.add(h, view["ffn"][i], out=out)
 
     @staticmethod
