@@ -104,13 +104,13 @@ class RowSet:
     def flat_read(self, offsets: torch.Tensor, length: int) -> torch.Tensor:
         """``[B·size]`` row numbers of an index set's positions in a row-flattened ``[B·L, ·]``
         tensor, ``offsets`` = ``b·L`` ``[B, 1]`` (for ``index_select``)."""
-        return self._cached(("flat-read", length), lambda: (self.index + offsets).view(-1))
+        return self._cached(("flat-read", length), lambda: _flat(self.index, offsets))
 
     def flat_write(self, offsets: torch.Tensor, length: int) -> torch.Tensor:
         """``[B·size]`` row numbers of the targets in a row-flattened ``[B·(L+1), ·]`` tensor,
         ``offsets`` = ``b·(L+1)`` (for ``index_copy_``; unwritable entries land on the batch row's
         discarded row L)."""
-        return self._cached(("flat-write", length), lambda: (self.targets(length) + offsets).view(-1))
+        return self._cached(("flat-write", length), lambda: _flat(self.targets(length), offsets))
 
     def writable_or_all(self, batch: int, device) -> torch.Tensor:
         """``[B, size]`` bool: the writable mask, all True when there is none."""
@@ -140,6 +140,11 @@ class RowSet:
         if self.writable is None:
             return batch * self.size
         return self.writable.sum()
+
+
+def _flat(index: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """``(index + offsets).view(-1)``; one batch row has offset 0, so its index is flattened as is."""
+    return index.reshape(-1) if index.shape[0] == 1 else (index + offsets).view(-1)
 
 
 def _broadcast(index: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
