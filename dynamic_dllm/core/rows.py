@@ -102,15 +102,16 @@ class RowSet:
         return self._cached(("write", like.shape[2:], length), lambda: _broadcast(self.targets(length), like))
 
     def flat_read(self, offsets: torch.Tensor, length: int) -> torch.Tensor:
-        """``[B·size]`` row numbers of an index set's positions in a row-flattened ``[B·L, ·]``
-        tensor, ``offsets`` = ``b·L`` ``[B, 1]`` (for ``index_select``)."""
-        return self._cached(("flat-read", length), lambda: _flat(self.index, offsets))
+        """``[B·size]`` row numbers of the set's positions in a row-flattened ``[B·L, ·]`` tensor,
+        ``offsets`` = ``b·L`` ``[B, 1]`` (for ``index_select``)."""
+        return self._cached(("flat-read", length),
+                            lambda: flat_rows(self.positions(offsets.shape[0], offsets.device), offsets))
 
     def flat_write(self, offsets: torch.Tensor, length: int) -> torch.Tensor:
         """``[B·size]`` row numbers of the targets in a row-flattened ``[B·(L+1), ·]`` tensor,
         ``offsets`` = ``b·(L+1)`` (for ``index_copy_``; unwritable entries land on the batch row's
         discarded row L)."""
-        return self._cached(("flat-write", length), lambda: _flat(self.targets(length), offsets))
+        return self._cached(("flat-write", length), lambda: flat_rows(self.targets(length), offsets))
 
     def writable_or_all(self, batch: int, device) -> torch.Tensor:
         """``[B, size]`` bool: the writable mask, all True when there is none."""
@@ -142,8 +143,10 @@ class RowSet:
         return self.writable.sum()
 
 
-def _flat(index: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    """``(index + offsets).view(-1)``; one batch row has offset 0, so its index is flattened as is."""
+def flat_rows(index: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """Positions ``index`` ``[B, R]`` as row numbers of a row-flattened tensor, ``(index + offsets)``
+    flattened (``offsets`` ``[B, 1]``: where each batch row starts); one batch row has offset 0, so
+    its index is flattened as is."""
     return index.reshape(-1) if index.shape[0] == 1 else (index + offsets).view(-1)
 
 

@@ -73,7 +73,7 @@ import torch
 from ..core.validators import integer, one_of
 from ..core.policy import CachePolicy, RunInfo
 from ..core.registry import Alias
-from ..core.rows import RowSet
+from ..core.rows import RowSet, flat_rows
 
 SCORES = ("input", "value")
 ALLOCATIONS = ("proportional", "uniform")
@@ -210,7 +210,7 @@ class DynamicCacheUpdating(CachePolicy):
             offsets = torch.arange(B, device=valid.device)[:, None] * L
             first = valid.long().argmax(1)[:, None]
             #: flat rows of each batch row's first valid positions, in order (where DCU's zero-d picks fall)
-            self.lead = (first + torch.arange(L, device=valid.device)).clamp_(max=L - 1) + offsets
+            self.lead = (first + self.ranks).clamp_(max=L - 1) + offsets
             self.offsets = offsets
 
     def _budgets(self, weights: Optional[torch.Tensor], n_layers: int, moved: Optional[torch.Tensor]) -> tuple:
@@ -218,8 +218,8 @@ class DynamicCacheUpdating(CachePolicy):
         tokens in a batch row): the layer weights and the changed-token counts come to the host in
         one sync (none for the uniform split without tracking), the split is host arithmetic."""
         B = len(self.caps)
-        values = torch.cat([t.reshape(-1).float() for t in (weights, moved) if t is not None]).tolist() if (
-            weights is not None or moved is not None) else []
+        present = [t.reshape(-1).float() for t in (weights, moved) if t is not None]
+        values = torch.cat(present).tolist() if present else []
         n_moved = int(max(values[-B:])) if moved is not None else None
         if weights is not None:
             budgets = [split_budget(self.total, values[b * n_layers:(b + 1) * n_layers], self.caps[b]) for b in range(B)]
@@ -252,7 +252,7 @@ class DynamicCacheUpdating(CachePolicy):
             self.writable = (self.ranks[:max(self.sizes)] < self.budgets[:, :, None]).unbind(1)
             if exact and 2 * n_moved <= state.length:
                 rows = torch.topk(moved.view(torch.uint8), n_moved, dim=1, sorted=False).indices  # all changed, any order
-                self.changed = (rows if state.batch_size == 1 else rows + self.offsets).view(-1)
+                self.changed = flat_rows(rows, self.offsets)
                 self.included: dict = {}   # the other policies' row sets already in `changed` (by id)
                 self.lead_rows = 0         # the leading rows already in `changed`
                 self.own = None            # this policy's answer at the previous layer
@@ -275,7 +275,6 @@ class DynamicCacheUpdating(CachePolicy):
         if up.covers(length):
             self.changed = None
             return None
-        B = self.offsets.shape[0]
         new = []
         for part in up.parts or (up,):
             if part is self.own:
@@ -285,11 +284,10 @@ class DynamicCacheUpdating(CachePolicy):
                     self.lead_rows = size
             elif id(part) not in self.included:
                 self.included[id(part)] = part
-                new.append((part.positions(B, self.offsets.device) + self.offsets).view(-1) if part.is_span
-                           else part.flat_read(context.executor.read_offsets, length))
+                new.append(part.flat_read(self.offsets, length))
         if new:
             self.changed = torch.cat([self.changed, *new])
-            if 2 * self.changed.shape[0] > B * length:
+            if 2 * self.changed.shape[0] > self.offsets.numel() * length:
                 self.changed = None
         return self.changed
 
@@ -322,10 +320,10 @@ class DynamicCacheUpdating(CachePolicy):
             prev = _unit_(context.cached_values().to(torch.float32, copy=True))
         if prev is None:
             return False
-        kept = prev.index_select(0, self.waiting) if self.waiting is not None and self.score == "input" else None
+        saved = prev.index_select(0, self.waiting) if self.waiting is not None and self.score == "input" else None
         self.d_layers[layer].copy_(_twice_distance_(prev, cur))  # prev: the spare buffer, or a copy
-        if kept is not None:  # a waiting row keeps its vectors
-            cur.index_copy_(0, self.waiting, kept)
+        if saved is not None:  # a waiting row keeps its vectors
+            cur.index_copy_(0, self.waiting, saved)
         return True
 
     def layer_rows(self, state, layer: int, context) -> Optional[RowSet]:
